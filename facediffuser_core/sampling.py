@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from .errors import InputError, ModelError
-from .snf import FusionSettings, fuse_with_saliency
+from .snf import PAPER_FUSION, FusionSettings, fuse_with_saliency
 from .stages import Stage, stage_for_step, step_indices, validate_boundaries
 
 
@@ -147,7 +147,7 @@ def sample(
     guidance_scale: float = 5.0,
     start_merge_step: int = 15,
     final_step: int = 30,
-    fusion: FusionSettings = FusionSettings(),
+    fusion: FusionSettings = PAPER_FUSION,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,
     progress: bool = True,

@@ -50,6 +50,9 @@ class FusionSettings:
             raise InputError(f"saliency kernel_size must be >= 1, got {self.kernel_size}")
 
 
+PAPER_FUSION = FusionSettings()  # hard selection, 4x4 smoothing
+
+
 @dataclass(frozen=True)
 class FusionResult:
     """One fused step: the prediction to use, the SDM's share, and both saliency maps."""
@@ -98,7 +101,7 @@ def fuse_with_saliency(
     guided_sdm: torch.Tensor,
     response_tdm: torch.Tensor,
     response_sdm: torch.Tensor,
-    settings: FusionSettings = FusionSettings(),
+    settings: FusionSettings = PAPER_FUSION,
 ) -> FusionResult:
     """Fuse two guided predictions and keep the saliency maps for inspection."""
     for name, tensor in (
