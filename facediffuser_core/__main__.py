@@ -1,0 +1,7 @@
+"""``python -m facediffuser_core``: the same as the ``facediffuser`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,352 @@
+"""``facediffuser`` command line: generate, convert, tiny.
+
+Every user mistake ends as one line on stderr (``facediffuser: error: ...``) with exit
+status 2, found before models are loaded wherever it can be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import FaceDiffuserError, InputError
+
+TINY_PROMPT = "a man <|image|> and a woman <|image|> at the beach"
+TINY_SIZE = 128
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def default_tiny_dir() -> Path:
+    """Where the built-in tiny model set is cached (``$FACEDIFFUSER_HOME`` overrides)."""
+    home = os.environ.get("FACEDIFFUSER_HOME")
+    base = Path(home) if home else Path.home() / ".cache" / "facediffuser"
+    return base / f"tiny-v{__version__}"
+
+
+def ensure_tiny_set(folder: Path, *, seed: int = 0) -> Any:
+    """Build the tiny set once (atomically: a half-written folder is never reused)."""
+    if (folder / ".complete").is_file():
+        return _tiny_paths(folder)
+    from .tiny import write_tiny_set
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
+    try:
+        write_tiny_set(staging, seed=seed)
+        (staging / ".complete").write_text("ok\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return _tiny_paths(folder)
+
+
+def _tiny_paths(folder: Path) -> dict[str, Any]:
+    return {
+        "sdm": folder / "SDM" / "pytorch_model.bin",
+        "tdm": folder / "TDM" / "pytorch_model.bin",
+        "tokenizer": folder / "tokenizer",
+        "references": sorted((folder / "references").glob("*.png")),
+    }
+
+
+def _resolve_tokenizer(arg: str | None, model_path: Path) -> Path:
+    if arg:
+        return Path(arg)
+    for candidate in (
+        model_path.parent / "tokenizer",
+        model_path.parent.parent / "tokenizer",
+        model_path / "tokenizer",
+    ):
+        if (candidate / "vocab.json").is_file():
+            return candidate
+    raise InputError(
+        f"no CLIP tokenizer found next to {model_path}: pass --tokenizer DIR with vocab.json and "
+        "merges.txt (the tokenizer/ folder of runwayml/stable-diffusion-v1-5 on the Hugging Face "
+        "hub), or put that folder beside the model folders"
+    )
+
+
+def _device_and_dtype(device: str, dtype: str) -> tuple[str, Any]:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "fp16" if device.startswith("cuda") else "fp32"
+    return device, getattr(torch, DTYPES[dtype])
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .images import load_image, save_images
+    from .inspection import inspection_sheet
+    from .pipeline import FaceDiffuserPipeline, GenerateSettings, check_request
+    from .snf import FusionSettings
+    from .stages import boundaries_for_steps, boundary_fractions
+
+    tiny = args.sdm is None and args.tdm is None
+    if (args.sdm is None) != (args.tdm is None):
+        raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
+    prompt = args.prompt if args.prompt is not None else (TINY_PROMPT if tiny else None)
+    if prompt is None:
+        raise InputError("give a prompt, e.g. 'a man <|image|> riding a horse'")
+    start, final = args.start_merge_step, args.final_step
+    if start is None or final is None:  # the paper's 15/30 of 50, scaled to --steps
+        scaled = boundaries_for_steps(boundary_fractions(), args.steps)
+        start = scaled[0] if start is None else start
+        final = scaled[1] if final is None else final
+    size = TINY_SIZE if tiny else 512
+    settings = GenerateSettings(
+        prompt=prompt,
+        negative_prompt=args.negative,
+        width=args.width or size,
+        height=args.height or size,
+        steps=args.steps,
+        guidance_scale=args.cfg,
+        start_merge_step=start,
+        final_step=final,
+        seed=args.seed,
+        num_images=args.num_images,
+        scheduler=args.scheduler,
+        fusion=FusionSettings(
+            mode=args.fusion, temperature=args.temperature, kernel_size=args.kernel_size
+        ),
+        object_resolution=args.object_resolution,
+        tdm_text_encoder=args.tdm_text_encoder,
+    )
+    if tiny:
+        paths = ensure_tiny_set(Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir())
+        sdm_path, tdm_path, tokenizer_path = paths["sdm"], paths["tdm"], paths["tokenizer"]
+        ref_paths = [Path(r) for r in args.ref] or paths["references"][: prompt.count("<|image|>")]
+        print(f"using the built-in tiny models in {sdm_path.parent.parent}", file=sys.stderr)
+    else:
+        sdm_path, tdm_path = Path(args.sdm), Path(args.tdm)
+        for name, path in (("--sdm", sdm_path), ("--tdm", tdm_path)):
+            if not path.exists():
+                raise InputError(
+                    f"{name} {path} does not exist: download SDM/ and TDM/ from the Hugging Face "
+                    "repo CodeGoat24/Face-diffuser (or convert them with 'facediffuser convert')"
+                )
+        tokenizer_path = _resolve_tokenizer(args.tokenizer, sdm_path)
+        ref_paths = [Path(r) for r in args.ref]
+    references = [load_image(p) for p in ref_paths]
+    check_request(settings, references)  # everything cheap is checked before loading models
+
+    from .models import load_models
+    from .text import load_tokenizer
+
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(tokenizer_path)
+    sdm = load_models(sdm_path, device=device, dtype=dtype)
+    tdm = load_models(tdm_path, device=device, dtype=dtype)
+    pipe = FaceDiffuserPipeline(sdm, tdm, tokenizer, device=device)
+    t1 = time.perf_counter()
+    result = pipe.generate(settings, references, progress=not args.no_progress)
+    t2 = time.perf_counter()
+
+    out = Path(args.out)
+    image_paths = save_images(result.images, out, "facediffuser")
+    sheets = [
+        inspection_sheet(result.sampling.records, image_index=i) for i in range(len(result.images))
+    ]
+    sheet_paths = save_images(sheets, out, "inspection")
+    counts = result.sampling.model_calls
+    run = {
+        "version": __version__,
+        "settings": {k: v for k, v in vars(settings).items() if k != "fusion"},
+        "fusion": vars(settings.fusion),
+        "models": {"sdm": str(sdm_path), "tdm": str(tdm_path), "tiny": tiny},
+        "references": [str(p) for p in ref_paths],
+        "images": [str(p) for p in image_paths],
+        "inspection": [str(p) for p in sheet_paths],
+        "model_calls": counts,
+        "device": device,
+        "dtype": str(dtype).removeprefix("torch."),
+        "seconds": {"load": round(t1 - t0, 3), "generate": round(t2 - t1, 3)},
+        "sdm_share_per_fusion_step": [
+            round(float(r.sdm_mask.float().mean()), 4)
+            for r in result.sampling.records
+            if r.sdm_mask is not None
+        ],
+    }
+    manifest = save_json(run, out, "run")
+    for p in image_paths:
+        print(f"image       {p}")
+    for p in sheet_paths:
+        print(f"inspection  {p}")
+    print(f"settings    {manifest}")
+    print(f"{counts['tdm']} TDM + {counts['sdm']} SDM calls, {t2 - t1:.1f} s")
+    return 0
+
+
+def save_json(data: dict[str, Any], folder: Path, stem: str) -> Path:
+    from .images import next_free_paths
+
+    path = next_free_paths(folder, stem, 1, ".json")[0]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoints import convert
+
+    dtype = None if args.dtype == "keep" else getattr(torch, DTYPES[args.dtype])
+    written = convert(args.source, args.out, dtype=dtype, progress=not args.no_progress)
+    for part, path in written.items():
+        print(f"{part:14s}{path}")
+    return 0
+
+
+def _tiny(args: argparse.Namespace) -> int:
+    from .tiny import write_tiny_set
+
+    tiny_set = write_tiny_set(Path(args.out), seed=args.seed)
+    for name in ("sdm_bin", "tdm_bin", "tokenizer", "sdm_converted", "tdm_converted"):
+        print(f"{name:14s}{getattr(tiny_set, name)}")
+    for path in tiny_set.references:
+        print(f"{'reference':14s}{path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facediffuser",
+        description="Face-diffuser (CVPR 2024): TDM -> SNF -> SDM generation of reference people.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser(
+        "generate",
+        help="prompt + reference people -> images and an inspection sheet",
+        description="Generate images. Without --sdm/--tdm it runs the built-in tiny models "
+        "(random weights: a smoke test of the whole pipeline, not a picture of anyone).",
+    )
+    gen.add_argument(
+        "prompt",
+        nargs="?",
+        help="prompt with one <|image|> after each person's "
+        f"word; default with the tiny models: {TINY_PROMPT!r}",
+    )
+    gen.add_argument(
+        "-r",
+        "--ref",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="reference photo; repeat in marker order (1st --ref binds 1st marker)",
+    )
+    gen.add_argument("--sdm", help="SDM pytorch_model.bin (or its folder, or a converted set)")
+    gen.add_argument("--tdm", help="TDM pytorch_model.bin (or its folder, or a converted set)")
+    gen.add_argument("--tokenizer", help="CLIP tokenizer folder (vocab.json + merges.txt)")
+    gen.add_argument(
+        "--negative", default="", help="negative prompt (default: empty, as the paper)"
+    )
+    gen.add_argument("--width", type=int, help="image width, multiple of 8 (512; tiny: 128)")
+    gen.add_argument("--height", type=int, help="image height, multiple of 8 (512; tiny: 128)")
+    gen.add_argument("--steps", type=int, default=50, help="sampling steps (50)")
+    gen.add_argument("--cfg", type=float, default=5.0, help="guidance scale w (5)")
+    gen.add_argument(
+        "--start-merge-step",
+        type=int,
+        help="last scene step (TDM only); default 15 of 50, scaled to --steps",
+    )
+    gen.add_argument(
+        "--final-step", type=int, help="last fusion step (SNF); default 30 of 50, scaled to --steps"
+    )
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--num-images", type=int, default=1)
+    gen.add_argument(
+        "--scheduler",
+        default="ddim",
+        help="ddim (paper), pndm, euler, euler_ancestral, heun, lms, dpmpp_2m, unipc",
+    )
+    gen.add_argument(
+        "--fusion",
+        choices=("hard", "soft"),
+        default="hard",
+        help="hard = paper's per-pixel selection; soft = saliency-weighted blend",
+    )
+    gen.add_argument("--temperature", type=float, default=1.0, help="soft fusion temperature")
+    gen.add_argument("--kernel-size", type=int, default=4, help="saliency smoothing window (4)")
+    gen.add_argument(
+        "--object-resolution",
+        type=int,
+        default=512,
+        help="square size references are padded and resized to before CLIP (512)",
+    )
+    gen.add_argument(
+        "--tdm-text-encoder",
+        action="store_true",
+        help="encode the TDM's prompts with the TDM's own text encoder",
+    )
+    gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto)")
+    gen.add_argument(
+        "--dtype",
+        choices=("auto", *DTYPES),
+        default="auto",
+        help="model precision (auto: fp16 on CUDA, fp32 on CPU)",
+    )
+    gen.add_argument("--out", default="outputs", help="output folder (nothing is overwritten)")
+    gen.add_argument("--tiny-dir", help="where the tiny model set is cached")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bars")
+    gen.set_defaults(run=_generate)
+
+    conv = sub.add_parser(
+        "convert",
+        help="published pytorch_model.bin -> a .safetensors set",
+        description="Read a published SDM/TDM pytorch_model.bin safely (weights_only) and write "
+        "unet/vae/text_encoder(/image_encoder/postfuse).safetensors in layouts ComfyUI also reads.",
+    )
+    conv.add_argument("source", help="pytorch_model.bin, or the SDM/ or TDM/ folder holding it")
+    conv.add_argument("out", help="output folder for the .safetensors set")
+    conv.add_argument(
+        "--dtype",
+        choices=("keep", *DTYPES),
+        default="keep",
+        help="cast floating weights (fp16 halves the size)",
+    )
+    conv.add_argument("--no-progress", action="store_true")
+    conv.set_defaults(run=_convert)
+
+    tiny = sub.add_parser(
+        "tiny",
+        help="write the tiny random-weight model set (real formats) to a folder",
+    )
+    tiny.add_argument("out", help="output folder")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(run=_tiny)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except FaceDiffuserError as exc:
+        print(f"facediffuser: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facediffuser: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Headless Face-diffuser generation: prompt + reference people -> images and inspection.
+
+This is the whole job outside ComfyUI: validate everything cheap first, encode the three
+conditionings once, run :func:`sampling.sample` over the two UNets, decode. The ComfyUI
+nodes do the same through ComfyUI's own model management and reuse the pieces, not this
+class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .errors import InputError, ModelError, PromptError
+from .images import decode_latents, to_pil
+from .sampling import Conditioning, SampleResult, UNetEps, sample
+from .schedulers import SCHEDULERS, make_scheduler
+from .snf import PAPER_FUSION, FusionSettings
+from .stages import validate_boundaries
+from .subject import (
+    MARKER,
+    ParsedPrompt,
+    chunk_tokens,
+    parse_prompt,
+    preprocess_references,
+    tokenize_prompt,
+)
+from .text import encode_chunks, encoder_for, special_ids
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Everything that decides one generation (the paper's values are the defaults)."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 50
+    guidance_scale: float = 5.0
+    start_merge_step: int = 15
+    final_step: int = 30
+    seed: int = 0
+    num_images: int = 1
+    scheduler: str = "ddim"
+    fusion: FusionSettings = PAPER_FUSION
+    object_resolution: int = 512
+    tdm_text_encoder: bool = False  # True: the TDM's prompts go through its own text encoder
+
+
+@dataclass
+class GenerateResult:
+    images: list[Any]  # PIL images
+    latents: torch.Tensor
+    sampling: SampleResult
+    parsed: ParsedPrompt
+    reference_crops: torch.Tensor  # (N, 3, 224, 224) what the image encoder saw, normalised
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def check_request(
+    settings: GenerateSettings, references: Sequence[torch.Tensor], vae_scale_factor: int = 8
+) -> ParsedPrompt:
+    """Validate a request before any model work; returns the parsed prompt."""
+    parsed = parse_prompt(settings.prompt)
+    if parsed.num_subjects == 0:
+        raise PromptError(
+            f"the prompt has no {MARKER} marker: put one right after the word for each person, "
+            f"e.g. 'a man {MARKER} riding a horse', one reference image per marker"
+        )
+    if parsed.num_subjects != len(references):
+        raise PromptError(
+            f"the prompt has {parsed.num_subjects} {MARKER} marker(s) but "
+            f"{len(references)} reference image(s) were given: give exactly one image per "
+            "marker, in marker order (image 1 binds the first marker)"
+        )
+    for name, value in (("width", settings.width), ("height", settings.height)):
+        if value < vae_scale_factor * 2 or value % vae_scale_factor:
+            lower = max(vae_scale_factor * 2, value - value % vae_scale_factor)
+            raise InputError(
+                f"{name} {value} must be a multiple of {vae_scale_factor} (the VAE's scale "
+                f"factor) and at least {vae_scale_factor * 2}: use {lower} or "
+                f"{lower + vae_scale_factor}"
+            )
+    if settings.num_images < 1:
+        raise InputError(f"num_images must be at least 1, got {settings.num_images}")
+    if settings.scheduler not in SCHEDULERS:
+        raise InputError(
+            f"unknown scheduler {settings.scheduler!r}: choose one of {', '.join(SCHEDULERS)}"
+        )
+    validate_boundaries(settings.start_merge_step, settings.final_step, settings.steps)
+    return parsed
+
+
+class FaceDiffuserPipeline:
+    """An SDM and a TDM (:class:`models.FaceDiffuserModels`) with the CLIP tokenizer."""
+
+    def __init__(self, sdm: Any, tdm: Any, tokenizer: Any, device: str | torch.device = "cpu"):
+        if sdm.subject_encoder is None:
+            raise ModelError(
+                "the model given as SDM has no image encoder / post-fusion module (it looks like "
+                "a TDM): pass the SDM/ checkpoint as the SDM and the TDM/ one as the TDM"
+            )
+        if sdm.text_encoder is None:
+            raise ModelError("the SDM checkpoint has no text encoder: it is needed for prompts")
+        sdm_ctx = sdm.unet.config.cross_attention_dim
+        tdm_ctx = tdm.unet.config.cross_attention_dim
+        if sdm_ctx != tdm_ctx or sdm.unet.config.in_channels != tdm.unet.config.in_channels:
+            raise ModelError(
+                f"SDM and TDM do not match (context {sdm_ctx} vs {tdm_ctx}, latent channels "
+                f"{sdm.unet.config.in_channels} vs {tdm.unet.config.in_channels}): both must "
+                "be SD1.5 models"
+            )
+        self.sdm, self.tdm, self.tokenizer = sdm, tdm, tokenizer
+        self.device = torch.device(device)
+        self._encode = encoder_for(tokenizer)
+        self._special = special_ids(tokenizer)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return self.sdm.vae_scale_factor
+
+    def _encode_text(self, text_encoder: Any, prompt: str) -> torch.Tensor:
+        bos, eos, pad = self._special
+        ids = self._encode(prompt) if prompt.strip() else []
+        chunks = chunk_tokens(list(ids), bos_id=bos, eos_id=eos, pad_id=pad)
+        return encode_chunks(text_encoder, chunks)
+
+    @torch.no_grad()
+    def encode(
+        self, settings: GenerateSettings, references: Sequence[torch.Tensor]
+    ) -> tuple[Conditioning, torch.Tensor]:
+        """The null, text and subject conditionings (one text-encoder pass for the prompt)."""
+        bos, eos, pad = self._special
+        tokens = tokenize_prompt(settings.prompt, self._encode)
+        chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
+        text = encode_chunks(self.sdm.text_encoder, chunks)
+        null = self._encode_text(self.sdm.text_encoder, settings.negative_prompt)
+        subject_encoder = self.sdm.subject_encoder
+        crops = preprocess_references(references, object_resolution=settings.object_resolution)
+        param = next(subject_encoder.parameters())
+        embeds = subject_encoder.embed_images(crops.to(param.device, param.dtype))
+        subject = subject_encoder.condition(text, chunks.positions, embeds.to(text.dtype))
+        tdm_null = tdm_text = None
+        if settings.tdm_text_encoder:
+            if self.tdm.text_encoder is None:
+                raise ModelError(
+                    "tdm_text_encoder is set but the TDM checkpoint has no text encoder"
+                )
+            clean = parse_prompt(settings.prompt).clean_text
+            tdm_text = self._encode_text(self.tdm.text_encoder, clean)
+            tdm_null = self._encode_text(self.tdm.text_encoder, settings.negative_prompt)
+        cond = Conditioning(
+            null=null, text=text, subject=subject, tdm_null=tdm_null, tdm_text=tdm_text
+        )
+        return cond, crops
+
+    @torch.no_grad()
+    def generate(
+        self,
+        settings: GenerateSettings,
+        references: Sequence[torch.Tensor],
+        *,
+        progress: bool = True,
+        callback: Callable[[int, int, torch.Tensor], None] | None = None,
+    ) -> GenerateResult:
+        """Validate, encode, sample and decode; returns images and the per-step records."""
+        parsed = check_request(settings, references, self.vae_scale_factor)
+        cond, crops = self.encode(settings, references)
+        latent_channels = self.sdm.unet.config.in_channels
+        shape = (
+            settings.num_images,
+            latent_channels,
+            settings.height // self.vae_scale_factor,
+            settings.width // self.vae_scale_factor,
+        )
+        # CPU noise from the seed: the same picture on every device.
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        noise = torch.randn(shape, generator=generator).to(self.device)
+        result = sample(
+            UNetEps(self.tdm.unet),
+            UNetEps(self.sdm.unet),
+            make_scheduler(settings.scheduler),
+            noise,
+            cond,
+            steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            start_merge_step=settings.start_merge_step,
+            final_step=settings.final_step,
+            fusion=settings.fusion,
+            generator=generator,
+            callback=callback,
+            progress=progress,
+        )
+        pixels = decode_latents(self.sdm.vae, result.latents)
+        images = [to_pil(p) for p in pixels]
+        return GenerateResult(
+            images=images,
+            latents=result.latents,
+            sampling=result,
+            parsed=parsed,
+            reference_crops=crops,
+        )
