@@ -1,7 +1,7 @@
 """The inspection sheet: how the TDM and SDM shared the image during the fusion stage.
 
-For each fusion step the sheet shows the TDM's saliency, the SDM's saliency (each scaled
-to its own maximum, hot = salient) and the fusion mask (white = the SDM supplied the noise
+For each fusion step the sheet shows the TDM's saliency, the SDM's saliency (each stretched
+between its own minimum and maximum, hot = salient) and the fusion mask (white = the SDM supplied the noise
 there), plus a strip of all steps coloured by stage. It is rendered as a plain uint8 array
 so both the CLI (PNG) and a ComfyUI node (IMAGE tensor) can use it.
 """
@@ -42,8 +42,8 @@ def _cell(map_: torch.Tensor, size: int, as_mask: bool) -> np.ndarray:
     if as_mask:
         grey = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    peak = float(array.max())
-    return heatmap(array / peak if peak > 0 else array)
+    low, high = float(array.min()), float(array.max())
+    return heatmap((array - low) / (high - low) if high > low else np.zeros_like(array))
 
 
 def render_sheet(

@@ -1,0 +1,181 @@
+"""The facediffuser command line, end to end on the tiny models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from facediffuser_core.cli import main
+
+
+@pytest.fixture(scope="session")
+def tiny_home(tmp_path_factory):
+    """One FACEDIFFUSER_HOME whose tiny-model cache is built once for the session."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch, tiny_home):
+    monkeypatch.setenv("FACEDIFFUSER_HOME", str(tiny_home))
+    return tmp_path
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_main_job_on_the_tiny_default(home, capsys):
+    """The README's main-job command: default prompt, references and paper settings."""
+    out = home / "out"
+    code, stdout, _ = run_cli(["generate", "--out", out, "--no-progress"], capsys)
+    assert code == 0, stdout
+    image, sheet, manifest = (
+        out / "facediffuser_00000.png",
+        out / "inspection_00000.png",
+        out / "run_00000.json",
+    )
+    assert image.is_file() and sheet.is_file() and manifest.is_file()
+    run = json.loads(manifest.read_text())
+    assert run["model_calls"] == {"tdm": 31, "sdm": 34}  # 16 + 15 TDM, 15 + 19 SDM
+    assert run["settings"]["steps"] == 50 and run["settings"]["start_merge_step"] == 15
+    assert len(run["sdm_share_per_fusion_step"]) == 15
+    from PIL import Image
+
+    with Image.open(image) as im:
+        assert im.size == (128, 128)
+    # a second run never overwrites the first
+    code, _, _ = run_cli(["generate", "--out", out, "--no-progress", "--steps", "4"], capsys)
+    assert code == 0 and (out / "facediffuser_00001.png").is_file()
+
+
+def test_steps_scale_the_paper_boundaries(home, capsys):
+    out = home / "out"
+    code, _, _ = run_cli(
+        [
+            "generate",
+            "--out",
+            out,
+            "--no-progress",
+            "--steps",
+            "25",
+            "--width",
+            "64",
+            "--height",
+            "64",
+        ],
+        capsys,
+    )
+    assert code == 0
+    run = json.loads((out / "run_00000.json").read_text())
+    assert (run["settings"]["start_merge_step"], run["settings"]["final_step"]) == (7, 15)
+
+
+def test_explicit_models_and_references(home, tiny_set, capsys):
+    out = home / "out"
+    args = [
+        "generate",
+        "a woman <|image|> in the snow",
+        "-r",
+        tiny_set.references[1],
+        "--sdm",
+        tiny_set.sdm_converted,
+        "--tdm",
+        tiny_set.tdm_bin,
+        "--tokenizer",
+        tiny_set.tokenizer,
+        "--steps",
+        "6",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--fusion",
+        "soft",
+        "--scheduler",
+        "euler",
+        "--out",
+        out,
+        "--no-progress",
+    ]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    run = json.loads((out / "run_00000.json").read_text())
+    assert run["references"] == [str(tiny_set.references[1])]
+    assert run["fusion"]["mode"] == "soft"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["a man <|image|> and a woman <|image|>", "-r", "REF"], "2 <|image|> marker(s) but 1"),
+        (["a man <|image|>", "-r", "missing.png"], "does not exist"),
+        (["a man <|image|>", "-r", "REF", "--width", "100"], "multiple of 8"),
+        (["<|image|> a man", "-r", "REF"], "not right after a word"),
+        (["a <|image|> b <|image|> c <|image|> d <|image|> e <|image|>"], "at most 4"),
+        (["a man <|image|>", "-r", "REF", "--sdm", "x.bin"], "both --sdm and --tdm"),
+    ],
+)
+def test_bad_input_is_one_clear_line(home, tiny_set, capsys, extra, message):
+    args = [str(tiny_set.references[0]) if a == "REF" else a for a in extra]
+    code, _, err = run_cli(["generate", *args, "--out", home / "out"], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("facediffuser: error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (home / "out").exists(), "nothing may be written for a refused request"
+
+
+def test_convert_and_tiny_commands(tmp_path, tiny_set, capsys):
+    from facediffuser_core.checkpoints import read_state_dict
+
+    code, stdout, _ = run_cli(
+        ["convert", tiny_set.sdm_bin, tmp_path / "set", "--no-progress"], capsys
+    )
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "set").iterdir())
+    assert names == [
+        "image_encoder.safetensors",
+        "postfuse.safetensors",
+        "text_encoder.safetensors",
+        "unet.safetensors",
+        "vae.safetensors",
+    ]
+    half = tmp_path / "half"
+    assert (
+        run_cli(["convert", tiny_set.tdm_bin, half, "--dtype", "fp16", "--no-progress"], capsys)[0]
+        == 0
+    )
+    assert read_state_dict(half / "unet.safetensors")["out.2.weight"].dtype == torch.float16
+    code, stdout, _ = run_cli(["tiny", tmp_path / "tiny"], capsys)
+    assert code == 0 and (tmp_path / "tiny" / "SDM" / "pytorch_model.bin").is_file()
+
+
+def test_convert_refuses_a_pickle_with_code(tmp_path, capsys):
+    marker = tmp_path / "executed"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    bad = tmp_path / "pytorch_model.bin"
+    torch.save({"unet.conv_in.weight": torch.zeros(1), "payload": Evil()}, bad)
+    code, _, err = run_cli(["convert", bad, tmp_path / "out"], capsys)
+    assert code == 2 and "pickled" in err
+    assert not marker.exists()
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "facediffuser_core", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    for command in ("generate", "convert", "tiny"):
+        assert command in proc.stdout

@@ -1,0 +1,111 @@
+"""The headless pipeline on the tiny models loaded from their real-format files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import facediffuser_core.pipeline as pipeline_module
+from facediffuser_core.errors import InputError, ModelError, PromptError
+from facediffuser_core.pipeline import FaceDiffuserPipeline, GenerateSettings
+from facediffuser_core.stages import Stage
+
+PROMPT = "a man <|image|> and a woman <|image|> at the beach"
+
+
+def settings(**kw):
+    base = dict(prompt=PROMPT, width=64, height=64, steps=8, start_merge_step=2, final_step=5)
+    base.update(kw)
+    return GenerateSettings(**base)
+
+
+def test_generates_images_with_fusion_records(tiny_pipeline, tiny_references):
+    result = tiny_pipeline.generate(settings(num_images=2), tiny_references, progress=False)
+    assert len(result.images) == 2
+    assert result.images[0].size == (64, 64)
+    assert result.latents.shape == (2, 4, 8, 8)
+    stages = [r.stage for r in result.sampling.records]
+    assert stages.count(Stage.FUSION) == 3 and stages.count(Stage.SCENE) == 3
+    assert result.sampling.model_calls == {"tdm": 6, "sdm": 5}
+    assert result.reference_crops.shape == (2, 3, 224, 224)
+
+
+def test_same_seed_same_image_other_seed_other_image(tiny_pipeline, tiny_references):
+    a = tiny_pipeline.generate(settings(seed=7), tiny_references, progress=False)
+    b = tiny_pipeline.generate(settings(seed=7), tiny_references, progress=False)
+    c = tiny_pipeline.generate(settings(seed=8), tiny_references, progress=False)
+    assert torch.equal(a.latents, b.latents)
+    assert not torch.equal(a.latents, c.latents)
+
+
+def test_subject_conditioning_changes_only_the_bound_words(tiny_pipeline, tiny_references):
+    cond, _ = tiny_pipeline.encode(settings(), tiny_references)
+    changed = (cond.subject - cond.text).abs().amax(dim=-1)[0]
+    positions = changed.nonzero().flatten().tolist()
+    assert len(positions) == 2
+    # the bound tokens are the last tokens of "man" and "woman" (chunk offset 1 for BOS)
+    tok = tiny_pipeline.tokenizer
+    ids = tok("a man and a woman at the beach", add_special_tokens=False)["input_ids"]
+    man_end = len(tok("a man", add_special_tokens=False)["input_ids"])
+    woman_end = len(tok("a man and a woman", add_special_tokens=False)["input_ids"])
+    assert positions == [man_end, woman_end]
+    assert len(ids) > woman_end
+
+
+def test_reference_order_binds_marker_order(tiny_pipeline, tiny_references):
+    a, b = tiny_references
+    ab, _ = tiny_pipeline.encode(settings(), [a, b])
+    ba, _ = tiny_pipeline.encode(settings(), [b, a])
+    aa, _ = tiny_pipeline.encode(settings(), [a, a])
+    bb, _ = tiny_pipeline.encode(settings(), [b, b])
+    first, second = (ab.subject - ab.text).abs().amax(dim=-1)[0].nonzero().flatten().tolist()
+    # image 1 binds marker 1, image 2 binds marker 2
+    torch.testing.assert_close(ab.subject[:, first], aa.subject[:, first])
+    torch.testing.assert_close(ab.subject[:, second], bb.subject[:, second])
+    assert not torch.allclose(ab.subject[:, first], ba.subject[:, first])
+    assert not torch.allclose(ab.subject[:, second], ba.subject[:, second])
+
+
+def test_long_prompt_binds_in_the_second_chunk(tiny_pipeline, tiny_references):
+    filler = " ".join(["beach"] * 90)
+    prompt = f"a photo of the {filler} with a man <|image|> standing"
+    cond, _ = tiny_pipeline.encode(settings(prompt=prompt), tiny_references[:1])
+    assert cond.text.shape[1] % 77 == 0 and cond.text.shape[1] >= 154
+    changed = (cond.subject - cond.text).abs().amax(dim=-1)[0].nonzero().flatten().tolist()
+    assert len(changed) == 1 and changed[0] >= 77
+    result = tiny_pipeline.generate(settings(prompt=prompt), tiny_references[:1], progress=False)
+    assert torch.isfinite(result.latents).all()
+
+
+def test_tdm_own_text_encoder_option(tiny_pipeline, tiny_references):
+    cond, _ = tiny_pipeline.encode(settings(tdm_text_encoder=True), tiny_references)
+    assert cond.tdm_text is not None and cond.tdm_null is not None
+    # the tiny TDM shares the SDM's text encoder, as the real ones share SD1.5's
+    torch.testing.assert_close(cond.tdm_text, cond.text)
+
+
+@pytest.mark.parametrize(
+    ("kw", "n_refs", "error", "match"),
+    [
+        ({}, 1, PromptError, "2 <\\|image\\|> marker"),
+        ({"prompt": "a beach at night"}, 0, PromptError, "no <\\|image\\|> marker"),
+        ({"width": 100}, 2, InputError, "multiple of 8"),
+        ({"start_merge_step": 6, "final_step": 3}, 2, InputError, "final_step"),
+        ({"scheduler": "nope"}, 2, InputError, "unknown scheduler"),
+    ],
+)
+def test_bad_requests_fail_before_any_model_work(
+    tiny_pipeline, tiny_references, monkeypatch, kw, n_refs, error, match
+):
+    def no_sampling(*a, **k):
+        raise AssertionError("sampling started before validation")
+
+    monkeypatch.setattr(pipeline_module, "sample", no_sampling)
+    refs = (tiny_references * 2)[:n_refs]
+    with pytest.raises(error, match=match):
+        tiny_pipeline.generate(settings(**kw), refs, progress=False)
+
+
+def test_swapped_models_are_refused(tiny_pipeline):
+    with pytest.raises(ModelError, match="looks like a TDM"):
+        FaceDiffuserPipeline(tiny_pipeline.tdm, tiny_pipeline.sdm, tiny_pipeline.tokenizer)
