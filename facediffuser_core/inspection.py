@@ -1,9 +1,9 @@
 """The inspection sheet: how the TDM and SDM shared the image during the fusion stage.
 
 For each fusion step the sheet shows the TDM's saliency, the SDM's saliency (each stretched
-between its own minimum and maximum, hot = salient) and the fusion mask (white = the SDM supplied the noise
-there), plus a strip of all steps coloured by stage. It is rendered as a plain uint8 array
-so both the CLI (PNG) and a ComfyUI node (IMAGE tensor) can use it.
+between its own minimum and maximum, hot = salient) and the fusion mask (white = the SDM
+supplied the noise there), plus a strip of all steps coloured by stage. It is rendered as a
+plain uint8 array so both the CLI (PNG) and a ComfyUI node (IMAGE tensor) can use it.
 """
 
 from __future__ import annotations
