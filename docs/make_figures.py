@@ -1,6 +1,6 @@
 """Render the README figures: the three-stage diagram and a tiny-model inspection sheet.
 
-    python docs/make_figures.py
+python docs/make_figures.py
 """
 
 from __future__ import annotations
@@ -23,15 +23,28 @@ def stages_diagram(path: Path) -> None:
     width, height, left, bar_y = 900, 250, 30, 92
     im = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(im)
-    draw.text((left, 12), "Face-diffuser sampling, 50 DDIM steps (paper defaults: "
-              "start_merge_step 15, final_step 30)", fill=(20, 20, 20))
+    draw.text(
+        (left, 12),
+        "Face-diffuser sampling, 50 DDIM steps (paper defaults: "
+        "start_merge_step 15, final_step 30)",
+        fill=(20, 20, 20),
+    )
     rows = {
-        Stage.SCENE: ("1  semantic scene construction", "TDM on [null, text]",
-                      "e = e_null + w (e_text - e_null)"),
-        Stage.FUSION: ("2  subject-scene fusion (SNF)", "TDM on [null, text] + SDM on "
-                       "[text, subject]", "per pixel: the more salient model's e"),
-        Stage.SUBJECT: ("3  subject enhancement", "SDM on [text, subject]",
-                        "e = e_text + w (e_subject - e_text)"),
+        Stage.SCENE: (
+            "1  semantic scene construction",
+            "TDM on [null, text]",
+            "e = e_null + w (e_text - e_null)",
+        ),
+        Stage.FUSION: (
+            "2  subject-scene fusion (SNF)",
+            "TDM on [null, text] + SDM on [text, subject]",
+            "per pixel: the more salient model's e",
+        ),
+        Stage.SUBJECT: (
+            "3  subject enhancement",
+            "SDM on [text, subject]",
+            "e = e_text + w (e_subject - e_text)",
+        ),
     }
     scale = (width - 2 * left) / 50
     x = left
@@ -43,13 +56,23 @@ def stages_diagram(path: Path) -> None:
         for k, line in enumerate((title, models, rule)):
             draw.text((x + 2, bar_y + 46 + 16 * k), line, fill=(30, 30, 30))
         x += w
-    draw.text((left, 44), "TDM = text-driven model (builds the scene)    "
-              "SDM = subject-augmented model (renders the reference people)", fill=(60, 60, 60))
-    draw.text((left, 62), "65 batch-of-two UNet calls instead of 50: 1.30x one SD1.5 run "
-              "(sequential lower bound)", fill=(60, 60, 60))
-    draw.text((left, 210), "SNF: saliency s = softmax_HW(mean_C(smooth(|w (e_cond - e_uncond)|))); "
-              "per pixel the model with the larger s supplies all 4 channels",
-              fill=(60, 60, 60))
+    draw.text(
+        (left, 44),
+        "TDM = text-driven model (builds the scene)    "
+        "SDM = subject-augmented model (renders the reference people)",
+        fill=(60, 60, 60),
+    )
+    draw.text(
+        (left, 62),
+        "65 batch-of-two UNet calls instead of 50: 1.30x one SD1.5 run (sequential lower bound)",
+        fill=(60, 60, 60),
+    )
+    draw.text(
+        (left, 210),
+        "SNF: saliency s = softmax_HW(mean_C(smooth(|w (e_cond - e_uncond)|))); "
+        "per pixel the model with the larger s supplies all 4 channels",
+        fill=(60, 60, 60),
+    )
     im.save(path)
 
 

@@ -1,0 +1,234 @@
+"""Tiny random-weight SDM/TDM with the real architectures, in the real file formats.
+
+Tests, demos and CI exercise the whole pack (reading the pickled published layout, conversion,
+model building, three-stage sampling) without downloading 8 GB. The sizes follow the SD1.5
+conventions that ``configs`` assumes, so configs inferred from these weights are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+TEXT_WIDTH = 64
+TINY_UNET = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "cross_attention_dim": TEXT_WIDTH,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (32, 32, 32, 32),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+}
+TINY_TEXT = {
+    "hidden_size": TEXT_WIDTH,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 1,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+}
+TINY_VISION = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 1,
+    "image_size": 224,
+    "patch_size": 32,
+    "projection_dim": TEXT_WIDTH,
+    "hidden_act": "quick_gelu",
+}
+
+
+@lru_cache(maxsize=1)
+def tiny_tokenizer_ids() -> tuple[int, int, int]:
+    """(vocab size, bos id, eos id) of ``text.write_tiny_tokenizer``'s tokenizer."""
+    from .text import load_tokenizer, special_ids, write_tiny_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = load_tokenizer(write_tiny_tokenizer(Path(tmp) / "tokenizer"))
+        bos, eos, _ = special_ids(tok)
+        return len(tok), bos, eos
+
+
+def _random_like(
+    shapes: dict[str, torch.Size], dtypes: dict[str, torch.dtype], seed: int
+) -> dict[str, torch.Tensor]:
+    """Deterministic weights: fan-in scaled normals, norms near 1, small biases."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if not dtypes[name].is_floating_point:
+            raise ValueError(f"unexpected non-float parameter {name}")
+        noise = torch.randn(shape, generator=gen)
+        if len(shape) >= 2:
+            fan_in = math.prod(shape[1:])
+            t = noise / math.sqrt(fan_in)
+        elif name.endswith("bias"):
+            t = 0.02 * noise
+        elif name.endswith("weight"):  # LayerNorm / GroupNorm scales
+            t = 1.0 + 0.1 * noise
+        else:  # e.g. CLIP's class_embedding
+            t = noise / math.sqrt(shape[0])
+        out[name] = t.contiguous()
+    return out
+
+
+def _weights(factory, seed: int) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        module = factory()
+    sd = module.state_dict()
+    return _random_like(
+        {k: v.shape for k, v in sd.items()}, {k: v.dtype for k, v in sd.items()}, seed
+    )
+
+
+def _prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v.clone() for k, v in sd.items()}
+
+
+def tiny_state_dicts(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    """{"sdm": ..., "tdm": ...} in the published layout (prefixed keys), deterministic in seed.
+
+    SDM and TDM share text-encoder and VAE weights (like the real ones, both SD1.5's) and have
+    different UNets. The text encoder and image encoder entries include the ``position_ids``
+    buffers that the transformers version used for the published files saved.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    from .subject import PostfuseModule
+
+    vocab, bos, eos = tiny_tokenizer_ids()
+    text_cfg = CLIPTextConfig(
+        vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **TINY_TEXT
+    )
+    base = seed * 1000
+    text = _weights(lambda: CLIPTextModel(text_cfg), base + 1)
+    vae = _weights(lambda: AutoencoderKL(**TINY_VAE), base + 2)
+    unet_sdm = _weights(lambda: UNet2DConditionModel(**TINY_UNET), base + 3)
+    unet_tdm = _weights(lambda: UNet2DConditionModel(**TINY_UNET), base + 4)
+    vision = _weights(
+        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_VISION)), base + 5
+    )
+    postfuse = _weights(lambda: PostfuseModule(TEXT_WIDTH), base + 6)
+
+    text_pos = torch.arange(TINY_TEXT["max_position_embeddings"])[None]
+    side = TINY_VISION["image_size"] // TINY_VISION["patch_size"]
+    vision_pos = torch.arange(side * side + 1)[None]
+
+    def common(unet: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        sd = _prefixed("unet.", unet)
+        sd.update(_prefixed("vae.", vae))
+        sd.update(_prefixed("text_encoder.", text))
+        sd["text_encoder.embeddings.position_ids"] = text_pos.clone()
+        return sd
+
+    sdm = common(unet_sdm)
+    sdm.update(_prefixed("image_encoder.", vision))
+    sdm["image_encoder.vision_model.embeddings.position_ids"] = vision_pos.clone()
+    sdm.update(_prefixed("postfuse_module.", postfuse))
+    return {"sdm": sdm, "tdm": common(unet_tdm)}
+
+
+@dataclass
+class TinySet:
+    """Paths of a tiny model set written by ``write_tiny_set``."""
+
+    root: Path
+    sdm_bin: Path
+    tdm_bin: Path
+    tokenizer: Path
+    sdm_converted: Path
+    tdm_converted: Path
+    references: list[Path]
+
+
+_PORTRAITS = (
+    # background, skin, hair, shirt
+    ((70, 110, 160), (236, 188, 150), (60, 40, 25), (200, 40, 40)),
+    ((150, 190, 120), (140, 95, 65), (15, 15, 20), (40, 70, 190)),
+)
+
+
+def _portrait(index: int, size: tuple[int, int] = (96, 128)):
+    """A synthetic face-centric "portrait": coloured ellipse face on a plain background."""
+    from PIL import Image, ImageDraw
+
+    bg, skin, hair, shirt = _PORTRAITS[index % len(_PORTRAITS)]
+    w, h = size
+    img = Image.new("RGB", size, bg)
+    d = ImageDraw.Draw(img)
+    d.rectangle([w * 0.1, h * 0.78, w * 0.9, h], fill=shirt)
+    d.ellipse([w * 0.2, h * 0.08, w * 0.8, h * 0.45], fill=hair)
+    d.ellipse([w * 0.25, h * 0.15, w * 0.75, h * 0.72], fill=skin)
+    eye_y = h * 0.38
+    for cx in (w * 0.39, w * 0.61):
+        d.ellipse([cx - 4, eye_y - 3, cx + 4, eye_y + 3], fill=(255, 255, 255))
+        d.ellipse([cx - 2, eye_y - 2, cx + 2, eye_y + 2], fill=(30, 30, 30))
+    d.line([w * 0.5, h * 0.42, w * 0.48, h * 0.52], fill=(120, 70, 50), width=2)
+    d.arc([w * 0.4, h * 0.52, w * 0.6, h * 0.62], 20, 160, fill=(150, 40, 50), width=2)
+    return img
+
+
+def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0) -> TinySet:
+    """Write tiny SDM/TDM published files, the tokenizer, converted sets and two references."""
+    from .checkpoints import convert
+    from .text import write_tiny_tokenizer
+
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    dicts = tiny_state_dicts(seed)
+    bins = {}
+    for kind in ("sdm", "tdm"):
+        folder = root / kind.upper()
+        folder.mkdir(exist_ok=True)
+        bins[kind] = folder / "pytorch_model.bin"
+        torch.save(dicts[kind], bins[kind])
+    tokenizer = write_tiny_tokenizer(root / "tokenizer")
+    converted = {}
+    for kind in ("sdm", "tdm"):
+        converted[kind] = root / "converted" / kind
+        convert(bins[kind], converted[kind], progress=False)
+    refs_dir = root / "references"
+    refs_dir.mkdir(exist_ok=True)
+    refs = []
+    for i in range(2):
+        path = refs_dir / f"person_{i + 1}.png"
+        _portrait(i).save(path)
+        refs.append(path)
+    return TinySet(
+        root=root,
+        sdm_bin=bins["sdm"],
+        tdm_bin=bins["tdm"],
+        tokenizer=Path(tokenizer),
+        sdm_converted=converted["sdm"],
+        tdm_converted=converted["tdm"],
+        references=refs,
+    )
