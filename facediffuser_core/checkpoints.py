@@ -404,7 +404,8 @@ def convert(
 
     Writes unet.safetensors (LDM layout), vae.safetensors (diffusers), text_encoder.safetensors
     (``text_model.`` keys), and for an SDM image_encoder.safetensors and postfuse.safetensors.
-    Each file is written atomically (temporary file + rename); existing files are replaced.
+    Each file is written atomically (temporary file + rename); earlier output of the converter is
+    replaced, any other file in the way is refused.
     ``dtype`` casts floating tensors only. Returns {part: path}.
     """
     from tqdm.auto import tqdm
@@ -414,15 +415,19 @@ def convert(
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"output {out} exists and is not a folder: choose a folder path")
     out.mkdir(parents=True, exist_ok=True)
+    # Files we are about to replace (or that would be stale) must be our own earlier output:
+    # nothing the user put there is overwritten. Checked for every file before writing any.
+    for name in PART_FILES.values():
+        existing = out / name
+        if existing.is_file() and "facediffuser_part" not in read_safetensors_metadata(existing):
+            raise CheckpointError(
+                f"{existing} exists and was not written by this converter: it is not "
+                "overwritten; choose an empty folder for the converted set"
+            )
     # a stale SDM-only file left from an earlier conversion would turn a TDM set into an SDM one
     for part in SUBJECT_PARTS:
         stale = out / PART_FILES[part]
         if part not in loaded.parts and stale.is_file():
-            if "facediffuser_part" not in read_safetensors_metadata(stale):
-                raise CheckpointError(
-                    f"{stale} exists and was not written by this converter: converting a TDM "
-                    "there would mix sets; choose an empty folder"
-                )
             stale.unlink()
     written: dict[str, Path] = {}
     names = [p for p in PART_FILES if p in loaded.parts]

@@ -354,3 +354,16 @@ def test_published_layout_in_one_safetensors_file(tmp_path, published):
     assert torch.equal(
         parts.parts["vae"]["decoder.conv_in.weight"], published["tdm"]["vae.decoder.conv_in.weight"]
     )
+
+
+def test_convert_never_overwrites_a_file_it_did_not_write(tmp_path, tiny_set):
+    from safetensors.torch import save_file as save
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    save({"w": torch.ones(3)}, str(out / "vae.safetensors"))  # the user's own file
+    before = (out / "vae.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="not written by this converter"):
+        ck.convert(tiny_set.sdm_bin, out, progress=False)
+    assert (out / "vae.safetensors").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["vae.safetensors"], "nothing else written"
