@@ -62,15 +62,13 @@ def _tiny_paths(folder: Path) -> dict[str, Any]:
 
 
 def _resolve_tokenizer(arg: str | None, model_path: Path) -> Path:
+    from .modelfiles import find_tokenizer
+
     if arg:
         return Path(arg)
-    for candidate in (
-        model_path.parent / "tokenizer",
-        model_path.parent.parent / "tokenizer",
-        model_path / "tokenizer",
-    ):
-        if (candidate / "vocab.json").is_file():
-            return candidate
+    found = find_tokenizer(model_path)
+    if found is not None:
+        return found
     raise InputError(
         f"no CLIP tokenizer found next to {model_path}: pass --tokenizer DIR with vocab.json and "
         "merges.txt (the tokenizer/ folder of runwayml/stable-diffusion-v1-5 on the Hugging Face "
@@ -216,7 +214,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _tiny(args: argparse.Namespace) -> int:
     from .tiny import write_tiny_set
 
-    tiny_set = write_tiny_set(Path(args.out), seed=args.seed)
+    tiny_set = write_tiny_set(Path(args.out), seed=args.seed, comfyui=args.comfyui)
     for name in ("sdm_bin", "tdm_bin", "tokenizer", "sdm_converted", "tdm_converted"):
         print(f"{name:14s}{getattr(tiny_set, name)}")
     for path in tiny_set.references:
@@ -331,6 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny.add_argument("out", help="output folder")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--comfyui",
+        action="store_true",
+        help="write a ComfyUI layout (models/facediffuser/..., input/...) with the file names the "
+        "shipped workflows use",
+    )
     tiny.set_defaults(run=_tiny)
     return parser
 

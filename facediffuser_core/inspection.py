@@ -100,3 +100,24 @@ def inspection_sheet(records: Sequence[StepRecord], *, image_index: int = 0, cel
     from PIL import Image
 
     return Image.fromarray(render_sheet(records, image_index=image_index, cell=cell))
+
+
+def fusion_masks(
+    records: Sequence[StepRecord], *, image_index: int = 0, scale: int = 1
+) -> torch.Tensor:
+    """The SDM masks of the fusion steps of one image, (N, H*scale, W*scale) float in [0, 1].
+
+    ``scale`` (the VAE factor, 8 for SD1.5) brings latent-sized masks to image size, so
+    they line up with the decoded picture. With no fusion step the result has N = 0.
+    """
+    masks = [
+        r.sdm_mask[image_index, 0].detach().float().cpu()
+        for r in records
+        if r.stage is Stage.FUSION and r.sdm_mask is not None
+    ]
+    if not masks:
+        return torch.zeros(0, 1, 1)
+    stacked = torch.stack(masks)
+    if scale > 1:
+        stacked = stacked.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    return stacked

@@ -155,3 +155,31 @@ def fuse(
     settings = FusionSettings(mode=mode, temperature=temperature, kernel_size=kernel_size)
     result = fuse_with_saliency(guided_tdm, guided_sdm, response_tdm, response_sdm, settings)
     return result.fused, result.sdm_mask
+
+
+def fuse_denoised(
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    tdm_null: torch.Tensor,
+    tdm_text: torch.Tensor,
+    sdm_text: torch.Tensor,
+    sdm_subject: torch.Tensor,
+    guidance_scale: float,
+    settings: FusionSettings = PAPER_FUSION,
+) -> FusionResult:
+    """SNF for hosts that predict denoised images (x0), like ComfyUI, with ``x = x0 + sigma eps``.
+
+    The saliency is computed on the epsilon-space responses ``w (e_cond - e_uncond)`` with
+    ``e = (x - x0) / sigma`` (the softmax is not scale-invariant, so x0-space responses would
+    change which model wins); the per-pixel choice is then applied to the guided x0
+    predictions, which is the same choice in either space because it is per pixel and
+    affine. Returns a :class:`FusionResult` whose ``fused`` is a denoised prediction.
+    """
+    w = guidance_scale
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
+    # e_a - e_b = (x0_b - x0_a) / sigma: x cancels, so no epsilon tensor is materialised
+    response_tdm = (tdm_null.float() - tdm_text.float()) * (w / s)
+    response_sdm = (sdm_text.float() - sdm_subject.float()) * (w / s)
+    guided_tdm = tdm_null + w * (tdm_text - tdm_null)
+    guided_sdm = sdm_text + w * (sdm_subject - sdm_text)
+    return fuse_with_saliency(guided_tdm, guided_sdm, response_tdm, response_sdm, settings)

@@ -197,30 +197,41 @@ def _portrait(index: int, size: tuple[int, int] = (96, 128)):
     return img
 
 
-def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0) -> TinySet:
-    """Write tiny SDM/TDM published files, the tokenizer, converted sets and two references."""
+COMFYUI_MODEL_FOLDER = ("models", "facediffuser")
+COMFYUI_REFERENCES = ("facediffuser_person_1.png", "facediffuser_person_2.png")
+
+
+def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0, comfyui: bool = False) -> TinySet:
+    """Write tiny SDM/TDM published files, the tokenizer, converted sets and two references.
+
+    ``comfyui=True`` writes a ComfyUI layout instead, with the names the shipped workflows
+    use: ``models/facediffuser/{SDM,TDM}/pytorch_model.bin``, ``.../tokenizer/``,
+    ``.../sdm-converted/`` and ``.../tdm-converted/``, and the references as
+    ``input/facediffuser_person_1.png`` and ``_2.png``.
+    """
     from .checkpoints import convert
     from .text import write_tiny_tokenizer
 
     root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    models = root.joinpath(*COMFYUI_MODEL_FOLDER) if comfyui else root
+    models.mkdir(parents=True, exist_ok=True)
     dicts = tiny_state_dicts(seed)
     bins = {}
     for kind in ("sdm", "tdm"):
-        folder = root / kind.upper()
+        folder = models / kind.upper()
         folder.mkdir(exist_ok=True)
         bins[kind] = folder / "pytorch_model.bin"
         torch.save(dicts[kind], bins[kind])
-    tokenizer = write_tiny_tokenizer(root / "tokenizer")
+    tokenizer = write_tiny_tokenizer(models / "tokenizer")
     converted = {}
     for kind in ("sdm", "tdm"):
-        converted[kind] = root / "converted" / kind
+        converted[kind] = models / f"{kind}-converted" if comfyui else root / "converted" / kind
         convert(bins[kind], converted[kind], progress=False)
-    refs_dir = root / "references"
-    refs_dir.mkdir(exist_ok=True)
+    refs_dir = root / "input" if comfyui else root / "references"
+    refs_dir.mkdir(parents=True, exist_ok=True)
     refs = []
     for i in range(2):
-        path = refs_dir / f"person_{i + 1}.png"
+        path = refs_dir / (COMFYUI_REFERENCES[i] if comfyui else f"person_{i + 1}.png")
         _portrait(i).save(path)
         refs.append(path)
     return TinySet(

@@ -179,3 +179,21 @@ def test_module_entry_point_runs():
     assert proc.returncode == 0
     for command in ("generate", "convert", "tiny"):
         assert command in proc.stdout
+
+
+def test_tiny_comfyui_layout(tmp_path, capsys):
+    from facediffuser_core.modelfiles import find_tokenizer, scan_model_folder
+
+    code, _, _ = run_cli(["tiny", tmp_path, "--comfyui"], capsys)
+    assert code == 0
+    models = tmp_path / "models" / "facediffuser"
+    assert scan_model_folder(models) == [
+        "SDM/pytorch_model.bin",
+        "TDM/pytorch_model.bin",
+        "sdm-converted/",
+        "tdm-converted/",
+    ]
+    assert find_tokenizer(models / "sdm-converted") == models / "tokenizer"
+    assert find_tokenizer(models / "SDM" / "pytorch_model.bin") == models / "tokenizer"
+    inputs = sorted(p.name for p in (tmp_path / "input").iterdir())
+    assert inputs == ["facediffuser_person_1.png", "facediffuser_person_2.png"]

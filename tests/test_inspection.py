@@ -54,3 +54,12 @@ def test_sheet_grows_with_fusion_steps_and_handles_none():
     assert wrapped.shape[0] > small.shape[0] and wrapped.shape[1] > small.shape[1]
     empty = render_sheet(records(0), cell=16)
     assert empty.shape[0] > 0
+
+
+def test_fusion_masks_stack_and_scale():
+    from facediffuser_core.inspection import fusion_masks
+
+    masks = fusion_masks(records(3), image_index=1, scale=8)
+    assert masks.shape == (3, 64, 64)
+    assert masks[:, :, :32].max() == 0 and masks[:, :, 32:].min() == 1
+    assert fusion_masks(records(0)).shape[0] == 0

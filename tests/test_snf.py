@@ -153,3 +153,23 @@ def test_bad_inputs_are_refused():
         FusionSettings(mode="soft", temperature=0)
     with pytest.raises(InputError, match="too small"):
         saliency(torch.randn(1, 4, 1, 1))
+
+
+def test_denoised_space_fusion_equals_epsilon_space_fusion():
+    from facediffuser_core.snf import fuse_denoised
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 16, 16, generator=g) * 3
+    sigma = torch.tensor([2.5, 2.5])
+    eps = [torch.randn(2, 4, 16, 16, generator=g) for _ in range(4)]  # null, text, text', subject
+    x0 = [x - sigma.view(-1, 1, 1, 1) * e for e in eps]
+    w = 5.0
+    e_g = eps[0] + w * (eps[1] - eps[0])
+    e_e = eps[2] + w * (eps[3] - eps[2])
+    fused_eps, mask_eps = fuse(e_g, e_e, w * (eps[1] - eps[0]), w * (eps[3] - eps[2]))
+    result = fuse_denoised(x, sigma, *x0, w)
+    assert torch.equal(result.sdm_mask, mask_eps)
+    torch.testing.assert_close(result.fused, x - sigma.view(-1, 1, 1, 1) * fused_eps)
+    # saliency from x0-space responses would be a different (wrong) map: the 1/sigma matters
+    naive = saliency(w * (x0[1] - x0[0]))
+    assert not torch.allclose(naive, result.saliency_tdm)
