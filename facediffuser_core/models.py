@@ -142,30 +142,56 @@ def build_models(
             device,
             dtype,
         )
-    subject_encoder = None
-    if is_sdm:
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        from .subject import PostfuseModule, SubjectEncoder
-
-        image_encoder = _materialise(
-            "image_encoder",
-            lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_cfg)),
-            p["image_encoder"],
-            device,
-            dtype,
-        )
-        dim = unet_cfg["cross_attention_dim"]
-        postfuse = _materialise(
-            "postfuse", lambda: PostfuseModule(dim), p["postfuse"], device, dtype
-        )
-        subject_encoder = SubjectEncoder(image_encoder, postfuse).eval()
+    subject_encoder = build_subject_encoder(parts, device=device, dtype=dtype) if is_sdm else None
     return FaceDiffuserModels(
         kind=parts.kind,
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
         subject_encoder=subject_encoder,
+    )
+
+
+def build_subject_encoder(
+    parts: CheckpointParts,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """The SDM's :class:`subject.SubjectEncoder` (image tower + post-fusion) from its parts."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .subject import PostfuseModule, SubjectEncoder
+
+    p = parts.parts
+    missing = [k for k in ("image_encoder", "postfuse") if k not in p]
+    if missing:
+        raise CheckpointError(
+            f"the checkpoint lacks {' and '.join(missing)} weights, so it is not an SDM: load "
+            "the complete SDM/pytorch_model.bin or its converted set"
+        )
+    vision_cfg = vision_config(p["image_encoder"])
+    image_encoder = _materialise(
+        "image_encoder",
+        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_cfg)),
+        p["image_encoder"],
+        device,
+        dtype,
+    )
+    dim = int(p["postfuse"]["layer_norm.weight"].shape[0])
+    postfuse = _materialise("postfuse", lambda: PostfuseModule(dim), p["postfuse"], device, dtype)
+    return SubjectEncoder(image_encoder, postfuse).eval()
+
+
+def check_compatible(parts: CheckpointParts) -> None:
+    """ModelError unless the parts fit together as SD1.5 does (channels, widths)."""
+    p = parts.parts
+    _check_compatible(
+        p,
+        unet_config_from_diffusers(p["unet"]),
+        vae_config(p["vae"]),
+        text_config(p["text_encoder"]) if "text_encoder" in p else None,
+        vision_config(p["image_encoder"]) if "image_encoder" in p else None,
     )
 
 

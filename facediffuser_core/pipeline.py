@@ -14,18 +14,18 @@ from typing import Any
 
 import torch
 
-from .errors import InputError, ModelError, PromptError
+from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
 from .sampling import Conditioning, SampleResult, UNetEps, sample
 from .schedulers import SCHEDULERS, make_scheduler
 from .snf import PAPER_FUSION, FusionSettings
 from .stages import validate_boundaries
 from .subject import (
-    MARKER,
     ParsedPrompt,
     chunk_tokens,
     parse_prompt,
     preprocess_references,
+    require_subjects,
     tokenize_prompt,
 )
 from .text import encode_chunks, encoder_for, special_ids
@@ -66,17 +66,7 @@ def check_request(
 ) -> ParsedPrompt:
     """Validate a request before any model work; returns the parsed prompt."""
     parsed = parse_prompt(settings.prompt)
-    if parsed.num_subjects == 0:
-        raise PromptError(
-            f"the prompt has no {MARKER} marker: put one right after the word for each person, "
-            f"e.g. 'a man {MARKER} riding a horse', one reference image per marker"
-        )
-    if parsed.num_subjects != len(references):
-        raise PromptError(
-            f"the prompt has {parsed.num_subjects} {MARKER} marker(s) but "
-            f"{len(references)} reference image(s) were given: give exactly one image per "
-            "marker, in marker order (image 1 binds the first marker)"
-        )
+    require_subjects(parsed, len(references))
     for name, value in (("width", settings.width), ("height", settings.height)):
         if value < vae_scale_factor * 2 or value % vae_scale_factor:
             lower = max(vae_scale_factor * 2, value - value % vae_scale_factor)

@@ -106,6 +106,21 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     return ParsedPrompt(segments=segments, num_subjects=num_subjects, clean_text=clean_text)
 
 
+def require_subjects(parsed: ParsedPrompt, num_references: int) -> None:
+    """PromptError unless the prompt has markers and exactly one reference per marker."""
+    if parsed.num_subjects == 0:
+        raise PromptError(
+            f"the prompt has no {MARKER} marker: put one right after the word for each person, "
+            f"e.g. 'a man {MARKER} riding a horse', one reference image per marker"
+        )
+    if parsed.num_subjects != num_references:
+        raise PromptError(
+            f"the prompt has {parsed.num_subjects} {MARKER} marker(s) but "
+            f"{num_references} reference image(s) were given: give exactly one image per "
+            "marker, in marker order (image 1 binds the first marker)"
+        )
+
+
 @dataclass(frozen=True)
 class SubjectTokens:
     """Content token ids of a marked prompt and the bound token of each subject."""

@@ -1,0 +1,155 @@
+"""Subject Encode: prompt with <|image|> markers + reference people -> SDM conditioning."""
+
+from __future__ import annotations
+
+import torch
+
+from ..facediffuser_core.errors import InputError, ModelError
+from ..facediffuser_core.subject import (
+    CLIP_MEAN,
+    CLIP_STD,
+    MAX_SUBJECTS,
+    chunk_tokens,
+    parse_prompt,
+    preprocess_references,
+    require_subjects,
+    tokenize_prompt,
+)
+from ..facediffuser_core.text import encoder_for, special_ids
+from .loaders import CATEGORY, SUBJECT_TYPE
+
+PERSON_TIP = (
+    "Reference photo of person {i}: binds the {nth} <|image|> marker of the prompt. "
+    "Face-centred crops work best (the SDM was trained on them)."
+)
+NTH = ("first", "second", "third", "fourth")
+
+
+def _hf_tokenizer(clip):
+    sd1 = getattr(clip.tokenizer, "clip_l", None)
+    if sd1 is None or not hasattr(sd1, "tokenizer"):
+        raise ModelError(
+            "this CLIP is not an SD1.5 text encoder (no CLIP-L tokenizer): connect the CLIP "
+            "output of 'Load Face-diffuser SDM' (SDXL/Flux text encoders cannot be used)"
+        )
+    return sd1.tokenizer
+
+
+def _person(image: torch.Tensor | None, index: int) -> torch.Tensor | None:
+    if image is None:
+        return None
+    if image.dim() != 4 or image.shape[-1] not in (3, 4):
+        raise InputError(f"person_{index} is not an IMAGE (got shape {tuple(image.shape)})")
+    if image.shape[0] != 1:
+        raise InputError(
+            f"person_{index} holds a batch of {image.shape[0]} images: connect exactly one image "
+            "per person input (person_i binds the i-th <|image|> marker)"
+        )
+    return image[0, ..., :3]
+
+
+class SubjectEncode:
+    """Binds each reference person to the word before its marker (FastComposer-style)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "IMAGE")
+    RETURN_NAMES = ("subject", "text", "reference_crops")
+    OUTPUT_TOOLTIPS = (
+        "SDM conditioning: the prompt with the reference people fused into the bound words.",
+        "The prompt with the markers removed: the TDM's positive and the SDM's unconditional.",
+        "What the image encoder saw: each reference padded to a square and resized.",
+    )
+    DESCRIPTION = (
+        "Write <|image|> right after the word for each person ('a man <|image|> and a woman "
+        "<|image|> at the beach'); person_1 binds the first marker, person_2 the second. "
+        "Prompt weighting syntax is not interpreted here."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        optional = {
+            f"person_{i}": ("IMAGE", {"tooltip": PERSON_TIP.format(i=i, nth=NTH[i - 1])})
+            for i in range(2, MAX_SUBJECTS + 1)
+        }
+        optional["object_resolution"] = (
+            "INT",
+            {
+                "default": 512,
+                "min": 224,
+                "max": 2048,
+                "step": 8,
+                "tooltip": "Square size references are padded and resized to before CLIP's "
+                "224 (the reference implementation uses 512).",
+            },
+        )
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "The SDM's CLIP (from 'Load Face-diffuser SDM')."}),
+                "subject_encoder": (
+                    SUBJECT_TYPE,
+                    {"tooltip": "From 'Load Face-diffuser SDM'."},
+                ),
+                "prompt": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": "a man <|image|> and a woman <|image|> at the beach",
+                        "tooltip": "Prompt with one <|image|> directly after the word naming "
+                        "each person (1 to 4).",
+                    },
+                ),
+                "person_1": ("IMAGE", {"tooltip": PERSON_TIP.format(i=1, nth=NTH[0])}),
+            },
+            "optional": optional,
+        }
+
+    def encode(
+        self,
+        clip,
+        subject_encoder,
+        prompt,
+        person_1,
+        person_2=None,
+        person_3=None,
+        person_4=None,
+        object_resolution=512,
+    ):
+        people = [
+            _person(img, i + 1) for i, img in enumerate((person_1, person_2, person_3, person_4))
+        ]
+        last = max(i for i, p in enumerate(people) if p is not None)
+        gaps = [f"person_{i + 1}" for i in range(last) if people[i] is None]
+        if gaps:
+            raise InputError(
+                f"{', '.join(gaps)} is empty but person_{last + 1} is connected: connect the "
+                "people in order, person_i for the i-th <|image|> marker"
+            )
+        references = [p for p in people if p is not None]
+        require_subjects(parse_prompt(prompt), len(references))  # before any model work
+
+        tokenizer = _hf_tokenizer(clip)
+        bos, eos, pad = special_ids(tokenizer)
+        tokens = tokenize_prompt(prompt, encoder_for(tokenizer))
+        chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
+        # Our own chunks, so the bound positions are exact (ComfyUI's word-aware chunking
+        # and weight syntax would move them).
+        comfy_tokens = {"l": [[(t, 1.0) for t in chunk] for chunk in chunks.chunks]}
+        text, pooled = clip.encode_from_tokens(comfy_tokens, return_pooled=True)
+
+        crops = preprocess_references(references, object_resolution=object_resolution)
+        module = subject_encoder.loaded()
+        param = next(module.parameters())
+        with torch.no_grad():
+            embeds = module.embed_images(crops.to(param.device, param.dtype))
+            subject = module.condition(text.to(param.device), chunks.positions, embeds)
+        subject = subject.to(text.device, text.dtype)
+
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        shown = (crops * std + mean).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+        return (
+            [[subject, {"pooled_output": pooled}]],
+            [[text, {"pooled_output": pooled}]],
+            shown,
+        )
