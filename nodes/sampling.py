@@ -10,7 +10,6 @@ Both MODELs are loaded through ComfyUI's model management for the whole run.
 from __future__ import annotations
 
 import comfy.latent_formats
-import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.sample
@@ -47,11 +46,22 @@ def check_sd15(model, role: str) -> None:
             f"the {role} MODEL is a {type(base.model_config).__name__} model, not SD1.5: "
             "Face-diffuser's TDM and SDM are SD1.5 models (SDXL, SD3, Flux cannot be fused)"
         )
-    if base.model_type != comfy.model_base.ModelType.EPS:
+    prediction = prediction_type(model)
+    if prediction != "EPS":
         raise ModelError(
-            f"the {role} MODEL predicts {base.model_type.name}, but SNF needs epsilon "
-            "prediction: use an SD1.5 epsilon model (v-prediction models are refused)"
+            f"the {role} MODEL predicts {prediction}, but SNF needs epsilon prediction: use an "
+            "SD1.5 epsilon model (v-prediction models, or a ModelSampling patch to v_prediction, "
+            "are refused)"
         )
+
+
+def prediction_type(model) -> str:
+    """EPS, V_PREDICTION, X0, ... of a MODEL, honouring ModelSampling patches on it."""
+    sampling = model.get_model_object("model_sampling")
+    for cls in type(sampling).__mro__:  # prediction classes are the UPPER_CASE ones
+        if cls.__module__ == "comfy.model_sampling" and cls.__name__.isupper():
+            return cls.__name__
+    return type(sampling).__name__
 
 
 def _context_dim(model) -> int | None:
