@@ -68,6 +68,18 @@ def _context_dim(model) -> int | None:
     return model.model.model_config.unet_config.get("context_dim")
 
 
+def _check_width(name: str, conditioning, model, role: str) -> None:
+    """ModelError if a CONDITIONING was encoded by a text encoder of the wrong width."""
+    expected = _context_dim(model)
+    for tensor, _ in conditioning:
+        if expected is not None and tensor.shape[-1] != expected:
+            raise ModelError(
+                f"'{name}' is {tensor.shape[-1]}-wide but the {role} reads {expected}-wide text: "
+                f"encode it with the {role}'s CLIP (the SDM's CLIP for text and subject; the "
+                "TDM's prompts may use either when both are SD1.5)"
+            )
+
+
 class SNFGuider(comfy.samplers.CFGGuider):
     """TDM -> SNF -> SDM as a ComfyUI guider. Per-run state is reset in :meth:`sample`."""
 
@@ -81,11 +93,6 @@ class SNFGuider(comfy.samplers.CFGGuider):
     ):
         check_sd15(tdm, "TDM")
         check_sd15(sdm, "SDM")
-        if _context_dim(tdm) != _context_dim(sdm):
-            raise ModelError(
-                f"TDM and SDM text widths differ ({_context_dim(tdm)} vs {_context_dim(sdm)}): "
-                "both must be SD1.5 models"
-            )
         boundaries_for_steps(fractions, 50)  # validates the fractions early
         model = tdm.clone()
         # Loaded together by ComfyUI's model management for the run: the fusion stage needs both.
@@ -98,8 +105,24 @@ class SNFGuider(comfy.samplers.CFGGuider):
         self.last_records: list[StepRecord] = []
         self._records: dict[int, StepRecord] = {}
 
-    def set_conds(self, negative, text, subject):  # noqa: D102 - three conds, not two
-        self.inner_set_conds({"negative": negative, "positive": text, "subject": subject})
+    def set_conds(self, negative, text, subject, tdm_text=None):  # noqa: D102 - 3 or 4 conds
+        """TDM: [negative, tdm_text or text]; SDM: [text, subject] (text is its unconditional)."""
+        tdm_positive = text if tdm_text is None else tdm_text
+        for name, cond, model, role in (
+            ("negative", negative, self.model_patcher, "TDM"),
+            (
+                "tdm_text" if tdm_text is not None else "text",
+                tdm_positive,
+                self.model_patcher,
+                "TDM",
+            ),
+            ("text", text, self.sdm, "SDM"),
+            ("subject", subject, self.sdm, "SDM"),
+        ):
+            _check_width(name, cond, model, role)
+        self.inner_set_conds(
+            {"negative": negative, "positive": tdm_positive, "sdm_text": text, "subject": subject}
+        )
 
     def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
         steps = sigmas.shape[-1] - 1
@@ -134,13 +157,14 @@ class SNFGuider(comfy.samplers.CFGGuider):
         step = step_index_for_sigma(timestep, self._sigmas)
         stage = stage_for_step(step, *self._bounds)
         negative = self.conds.get("negative")
-        text = self.conds.get("positive")
+        tdm_text = self.conds.get("positive")
+        text = self.conds.get("sdm_text")
         subject = self.conds.get("subject")
         record = StepRecord(step=step, timestep=float(timestep.flatten()[0]), stage=stage)
         self._records[step] = record
         if stage is Stage.SCENE:
             return comfy.samplers.sampling_function(
-                self.inner_model, x, timestep, negative, text, self.cfg, model_options, seed
+                self.inner_model, x, timestep, negative, tdm_text, self.cfg, model_options, seed
             )
         sdm_options = self._sdm_model_options(model_options)
         if stage is Stage.SUBJECT:
@@ -148,7 +172,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
                 self.sdm.model, x, timestep, text, subject, self.cfg, sdm_options, seed
             )
         null_x0, text_x0 = comfy.samplers.calc_cond_batch(
-            self.inner_model, [negative, text], x, timestep, model_options
+            self.inner_model, [negative, tdm_text], x, timestep, model_options
         )
         text_x0_sdm, subject_x0 = comfy.samplers.calc_cond_batch(
             self.sdm.model, [text, subject], x, timestep, sdm_options
@@ -204,7 +228,10 @@ def _model_inputs() -> dict:
         "sdm_model": ("MODEL", {"tooltip": "Subject-augmented model: renders the people."}),
         "negative": (
             "CONDITIONING",
-            {"tooltip": "The TDM's unconditional branch (paper: the empty prompt)."},
+            {
+                "tooltip": "The TDM's unconditional branch (paper: the empty prompt, encoded with "
+                "the SDM's CLIP)."
+            },
         ),
         "text": (
             "CONDITIONING",
@@ -221,7 +248,16 @@ def _model_inputs() -> dict:
 
 
 def _snf_input() -> dict:
-    return {"snf": (SNF_TYPE, {"tooltip": "Fusion settings; default: the paper's hard SNF."})}
+    return {
+        "snf": (SNF_TYPE, {"tooltip": "Fusion settings; default: the paper's hard SNF."}),
+        "tdm_text": (
+            "CONDITIONING",
+            {
+                "tooltip": "Optional: the marker-free prompt encoded with the TDM's own CLIP, for "
+                "the TDM's positive. Default (the reference): 'text' for both models."
+            },
+        ),
+    }
 
 
 def _check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
@@ -312,12 +348,22 @@ class SNFGuiderNode:
         return {"required": required, "optional": _snf_input()}
 
     def make(
-        self, tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, snf=None
+        self,
+        tdm_model,
+        sdm_model,
+        negative,
+        text,
+        subject,
+        cfg,
+        scene_end,
+        fusion_end,
+        snf=None,
+        tdm_text=None,
     ):
         guider = SNFGuider(
             tdm_model, sdm_model, cfg, _check_fractions(scene_end, fusion_end), snf or PAPER_FUSION
         )
-        guider.set_conds(negative, text, subject)
+        guider.set_conds(negative, text, subject, tdm_text)
         return (guider,)
 
 
@@ -419,6 +465,7 @@ class SNFKSampler:
         scene_end,
         fusion_end,
         snf=None,
+        tdm_text=None,
     ):
         samples = latent_image["samples"]
         if samples.dim() != 4 or samples.shape[1] != 4:
@@ -429,7 +476,7 @@ class SNFKSampler:
         guider = SNFGuider(
             tdm_model, sdm_model, cfg, _check_fractions(scene_end, fusion_end), snf or PAPER_FUSION
         )
-        guider.set_conds(negative, text, subject)
+        guider.set_conds(negative, text, subject, tdm_text)
         samples = comfy.sample.fix_empty_latent_channels(guider.model_patcher, samples)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         sigmas = comfy.samplers.KSampler(

@@ -82,20 +82,22 @@ def to_ui(api: dict, object_info: dict) -> dict:
                 inputs.append({"name": name, "type": spec[0], "link": link})
         height = 60 + 26 * (len(inputs) + len(widgets)) + (80 if "multiline" in str(info) else 0)
         col = depth[node_id]
-        nodes.append({
-            "id": int(node_id),
-            "type": node["class_type"],
-            "pos": [40 + col * COLUMN_WIDTH, 40 + column_y[col]],
-            "size": [NODE_WIDTH, height],
-            "flags": {},
-            "order": 0,
-            "mode": 0,
-            "inputs": inputs,
-            "outputs": [],
-            "title": node.get("_meta", {}).get("title", node["class_type"]),
-            "properties": {"Node name for S&R": node["class_type"]},
-            "widgets_values": widgets,
-        })
+        nodes.append(
+            {
+                "id": int(node_id),
+                "type": node["class_type"],
+                "pos": [40 + col * COLUMN_WIDTH, 40 + column_y[col]],
+                "size": [NODE_WIDTH, height],
+                "flags": {},
+                "order": 0,
+                "mode": 0,
+                "inputs": inputs,
+                "outputs": [],
+                "title": node.get("_meta", {}).get("title", node["class_type"]),
+                "properties": {"Node name for S&R": node["class_type"]},
+                "widgets_values": widgets,
+            }
+        )
         column_y[col] += height + ROW_GAP
     for order, ui_node in enumerate(nodes):
         ui_node["order"] = order
