@@ -31,27 +31,42 @@ _NODES = {
     ],
 }
 
-_INSTALL_HINT = (
-    "install the pack's requirements with ComfyUI's python: "
-    "python -m pip install -r custom_nodes/<this pack>/requirements.txt"
-)
+_HOST_MODULES = {"comfy", "comfy_extras", "folder_paths", "latent_preview", "nodes"}
+MIN_COMFYUI = "0.3.48"
+
+
+def _why(exc: BaseException) -> str:
+    """What the user should do about a node module that failed to import."""
+    missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+    if missing and missing.split(".")[0] in _HOST_MODULES:
+        return f"this ComfyUI lacks {missing}; the pack needs ComfyUI >= {MIN_COMFYUI}"
+    if missing:
+        return (
+            f"the Python package {missing.split('.')[0]!r} is missing: install the pack's "
+            "requirements with ComfyUI's python (python -m pip install -r "
+            "custom_nodes/<this pack>/requirements.txt)"
+        )
+    return "please report this with the traceback above"
+
 
 try:
     from . import paths as _paths
 
     _paths.register_folder()
-except Exception:  # pragma: no cover - only in a broken host
-    log.exception("Face-diffuser: could not register models/facediffuser")
+except Exception as _exc:  # never break start-up
+    log.warning("Face-diffuser: models/facediffuser is not registered: %s", _why(_exc))
 
 for _module_name, _nodes in _NODES.items():
     try:
         _module = importlib.import_module(f".{_module_name}", __name__)
-    except ImportError as exc:
+    except Exception as _exc:  # one broken module must not take the other nodes down
         log.warning(
-            "Face-diffuser: nodes %s are disabled (%s): %s",
+            "Face-diffuser: nodes %s are disabled (%s: %s): %s",
             ", ".join(display for _, _, display in _nodes),
-            exc,
-            _INSTALL_HINT,
+            type(_exc).__name__,
+            _exc,
+            _why(_exc),
+            exc_info=not isinstance(_exc, ImportError),
         )
         continue
     for _class_name, _node_id, _display in _nodes:

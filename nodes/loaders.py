@@ -6,9 +6,7 @@ from ..facediffuser_core.errors import FaceDiffuserError
 from ..facediffuser_core.modelfiles import DOWNLOAD_HINT
 from . import paths
 from .comfy_models import load_checkpoint
-
-CATEGORY = "Face-diffuser"
-SUBJECT_TYPE = "FACEDIFFUSER_SUBJECT"
+from .types import CATEGORY, SUBJECT_TYPE
 
 
 def _model_input(default_hint: str) -> tuple:

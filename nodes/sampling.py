@@ -29,9 +29,8 @@ from ..facediffuser_core.stages import (
     stage_for_step,
     step_index_for_sigma,
 )
-from .loaders import CATEGORY
+from .types import CATEGORY, SNF_TYPE
 
-SNF_TYPE = "FACEDIFFUSER_SNF"
 SCENE_END, FUSION_END = boundary_fractions()  # the paper's 15 / 30 of 50 steps: 0.32, 0.62
 VAE_FACTOR = 8  # SD1.5
 

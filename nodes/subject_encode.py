@@ -16,7 +16,7 @@ from ..facediffuser_core.subject import (
     tokenize_prompt,
 )
 from ..facediffuser_core.text import encoder_for, special_ids
-from .loaders import CATEGORY, SUBJECT_TYPE
+from .types import CATEGORY, SUBJECT_TYPE
 
 PERSON_TIP = (
     "Reference photo of person {i}: binds the {nth} <|image|> marker of the prompt. "

@@ -1,0 +1,5 @@
+"""Names shared by the nodes: category and the pack's own ComfyUI types."""
+
+CATEGORY = "Face-diffuser"
+SUBJECT_TYPE = "FACEDIFFUSER_SUBJECT"  # image tower + post-fusion of the SDM
+SNF_TYPE = "FACEDIFFUSER_SNF"  # fusion settings

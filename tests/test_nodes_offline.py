@@ -1,0 +1,273 @@
+"""The node layer without ComfyUI: registration fallbacks and the SNF guider's routing.
+
+A handful of fake ComfyUI modules (only the names the nodes call) stand in for the host,
+so CI checks which model receives which conditioning at every sigma, the stage boundaries,
+per-run state, and the refusals. The real host is exercised in tests/integration.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "facediffuser_pack_offline"
+CONTEXT = 8
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+def _value(conditioning) -> float:
+    """The constant a test conditioning was filled with."""
+    return float(conditioning[0][0].flatten()[0])
+
+
+def _fake_host() -> dict[str, types.ModuleType]:
+    calls: list[tuple] = []
+
+    class CFGGuider:
+        def __init__(self, model_patcher):
+            self.model_patcher = model_patcher
+            self.model_options = model_patcher.model_options
+            self.original_conds = {}
+            self.cfg = 1.0
+
+        def set_cfg(self, cfg):
+            self.cfg = cfg
+
+        def inner_set_conds(self, conds):
+            self.original_conds.update(conds)
+
+        def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+            self.conds = dict(self.original_conds)
+            return self.outer_sample(noise, latent_image, sampler, sigmas)
+
+        def outer_sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
+            self.inner_model = self.model_patcher.model
+            options = {"transformer_options": {"sample_sigmas": sigmas}}
+            return sampler(self, sigmas, options, noise)
+
+    def calc_cond_batch(model, conds, x, timestep, options):
+        calls.append(("batch", model.name, tuple(c for c in conds), float(timestep[0])))
+        return [x * 0 + model.bias + _value(cond) for cond in conds]
+
+    def sampling_function(model, x, timestep, uncond, cond, cfg, options, seed=None):
+        calls.append(("cfg", model.name, (uncond, cond), float(timestep[0])))
+        return x * 0 + model.bias + _value(uncond) + cfg * (_value(cond) - _value(uncond))
+
+    model_sampling = _module("comfy.model_sampling")
+    exec(
+        "class EPS: pass\nclass V_PREDICTION(EPS): pass\nclass ModelSamplingDiscrete: pass\n",
+        model_sampling.__dict__,
+    )
+    latent_formats = _module("comfy.latent_formats")
+    exec("class SD15: pass\nclass SDXL: pass\n", latent_formats.__dict__)
+    comfy = _module("comfy")
+    comfy.__path__ = []
+    modules = {
+        "comfy": comfy,
+        "comfy.samplers": _module(
+            "comfy.samplers",
+            CFGGuider=CFGGuider,
+            calc_cond_batch=calc_cond_batch,
+            sampling_function=sampling_function,
+            KSampler=type("KSampler", (), {"SAMPLERS": ["ddim"], "SCHEDULERS": ["normal"]}),
+            calls=calls,
+        ),
+        "comfy.model_sampling": model_sampling,
+        "comfy.latent_formats": latent_formats,
+        "comfy.model_management": _module(
+            "comfy.model_management",
+            get_torch_device=lambda: "cpu",
+            intermediate_device=lambda: "cpu",
+        ),
+        "comfy.model_patcher": _module(
+            "comfy.model_patcher", create_model_options_clone=lambda o: {**o}
+        ),
+        "comfy.sample": _module("comfy.sample"),
+        "comfy.utils": _module("comfy.utils", PROGRESS_BAR_ENABLED=False),
+        "latent_preview": _module("latent_preview"),
+    }
+    for name, module in modules.items():
+        if name.startswith("comfy."):
+            setattr(comfy, name.split(".", 1)[1], module)
+    return modules
+
+
+@pytest.fixture()
+def host(monkeypatch, caplog):
+    fakes = _fake_host()
+    for name, module in fakes.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(
+        PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    pack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, PACK, pack)
+    with caplog.at_level(logging.WARNING):
+        spec.loader.exec_module(pack)
+    log_text = caplog.text
+    sampling = importlib.import_module(f"{PACK}.nodes.sampling")
+    errors = importlib.import_module(f"{PACK}.facediffuser_core.errors")
+    yield types.SimpleNamespace(
+        pack=pack,
+        sampling=sampling,
+        errors=errors,
+        calls=fakes["comfy.samplers"].calls,
+        fakes=fakes,
+        log=log_text,
+    )
+    for key in [k for k in sys.modules if k.startswith(PACK)]:
+        del sys.modules[key]
+
+
+class FakePatcher:
+    def __init__(self, host, name, bias, prediction="EPS", latent="SD15", context=CONTEXT):
+        ms = host.fakes["comfy.model_sampling"]
+        lf = host.fakes["comfy.latent_formats"]
+        sampling_cls = type(
+            "ModelSamplingAdvanced", (ms.ModelSamplingDiscrete, getattr(ms, prediction)), {}
+        )
+        self.model = types.SimpleNamespace(
+            name=name,
+            bias=bias,
+            latent_format=getattr(lf, latent)(),
+            model_config=types.SimpleNamespace(unet_config={"context_dim": context}),
+        )
+        self.model_options = {"transformer_options": {}}
+        self._sampling = sampling_cls()
+        self.pre_runs = self.cleanups = 0
+        self.additional = {}
+
+    def get_model_object(self, name):
+        assert name == "model_sampling"
+        return self._sampling
+
+    def clone(self):
+        twin = FakePatcher.__new__(FakePatcher)
+        twin.__dict__.update(self.__dict__)
+        twin.additional = {}
+        return twin
+
+    def set_additional_models(self, key, models):
+        self.additional[key] = models
+
+    def pre_run(self):
+        self.pre_runs += 1
+
+    def cleanup(self):
+        self.cleanups += 1
+
+
+def cond(value: float, width: int = CONTEXT):
+    return [[torch.full((1, 77, width), value), {}]]
+
+
+def test_missing_host_parts_disable_only_the_nodes_that_need_them(host):
+    mappings = host.pack.NODE_CLASS_MAPPINGS
+    # the fake host has no comfy.sd / folder_paths: the loaders are off, the rest works
+    assert "FaceDiffuserKSampler" in mappings and "FaceDiffuserSNFGuider" in mappings
+    assert "FaceDiffuserSubjectEncode" in mappings
+    assert "FaceDiffuserLoadSDM" not in mappings
+    assert "Load Face-diffuser SDM" in host.log
+    assert "this ComfyUI lacks folder_paths; the pack needs ComfyUI >=" in host.log
+
+
+def _run(host, guider, sigmas, extra_sigmas=()):
+    x = torch.zeros(1, 4, 8, 8)
+
+    def sampler(g, sigmas, options, noise):
+        evaluation = sorted([*sigmas[:-1].tolist(), *extra_sigmas], reverse=True)
+        for s in evaluation:
+            g.predict_noise(x, torch.tensor([s]), options)
+        return noise
+
+    host.calls.clear()
+    guider.sample(x, x, sampler, sigmas)
+    return list(host.calls)
+
+
+def test_guider_routes_each_stage_to_its_models(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 100.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    assert guider.model_patcher.additional == {"facediffuser_sdm": [sdm]}
+    negative, text, subject = cond(0.0), cond(1.0), cond(2.0)
+    guider.set_conds(negative, text, subject)
+    sigmas = torch.linspace(10, 0, 11)  # 10 steps: scene 0-2, fusion 3-5, subject 6-9
+    calls = _run(host, guider, sigmas)
+    kinds = [(kind, name) for kind, name, _, _ in calls]
+    assert kinds[:3] == [("cfg", "tdm")] * 3
+    assert kinds[3:9] == [("batch", "tdm"), ("batch", "sdm")] * 3
+    assert kinds[9:] == [("cfg", "sdm")] * 4
+    # TDM reads [negative, text]; SDM reads [text, subject]
+    assert calls[0][2] == (negative, text) and calls[3][2] == (negative, text)
+    assert calls[4][2] == (text, subject) and calls[-1][2] == (text, subject)
+    assert sdm.pre_runs == 1 and sdm.cleanups == 1
+    stages = [r.stage.value for r in guider.last_records]
+    assert stages == ["scene"] * 3 + ["fusion"] * 3 + ["subject"] * 4
+    fusion = [r for r in guider.last_records if r.stage.value == "fusion"]
+    assert all(r.sdm_mask is not None and r.sdm_mask.shape == (1, 1, 8, 8) for r in fusion)
+
+
+def test_intermediate_sigmas_use_the_stage_of_their_interval(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 100.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    sigmas = torch.linspace(10, 0, 11)
+    # 7.5 lies in step 2 (scene), 4.5 in step 5 (fusion), as SDE/2nd-order samplers evaluate
+    calls = _run(host, guider, sigmas, extra_sigmas=(7.5, 4.5))
+    by_sigma = {}
+    for _kind, name, _, sigma in calls:
+        by_sigma.setdefault(sigma, []).append(name)
+    assert by_sigma[7.5] == ["tdm"]
+    assert by_sigma[4.5] == ["tdm", "sdm"]
+    assert len(guider.last_records) == 10  # one record per step, however many evaluations
+
+
+def test_reuse_resets_per_run_state(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 100.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    _run(host, guider, torch.linspace(10, 0, 11))
+    assert len(guider.last_records) == 10
+    _run(host, guider, torch.linspace(10, 0, 5))  # the cached guider, a 4-step schedule
+    assert [r.step for r in guider.last_records] == [0, 1, 2, 3]
+    assert sdm.pre_runs == 2 and sdm.cleanups == 2
+
+
+def test_tdm_text_replaces_only_the_tdm_positive(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0, context=16), FakePatcher(host, "sdm", 100.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    negative, tdm_text = cond(0.0, 16), cond(3.0, 16)
+    text, subject = cond(1.0), cond(2.0)
+    guider.set_conds(negative, text, subject, tdm_text)
+    calls = _run(host, guider, torch.linspace(10, 0, 11))
+    assert calls[0][2] == (negative, tdm_text)
+    assert calls[4][2] == (text, subject)
+
+
+def test_refusals_name_the_problem(host):
+    InputError, ModelError = host.errors.InputError, host.errors.ModelError
+    make = host.sampling.SNFGuider
+    sdm = FakePatcher(host, "sdm", 1.0)
+    with pytest.raises(ModelError, match="predicts V_PREDICTION"):
+        make(FakePatcher(host, "tdm", 0.0, prediction="V_PREDICTION"), sdm, 5.0, (0.32, 0.62))
+    with pytest.raises(ModelError, match="not SD1.5"):
+        make(FakePatcher(host, "tdm", 0.0, latent="SDXL"), sdm, 5.0, (0.32, 0.62))
+    guider = make(FakePatcher(host, "tdm", 0.0), sdm, 5.0, (0.32, 0.62))
+    with pytest.raises(ModelError, match="'subject' is 12-wide"):
+        guider.set_conds(cond(0.0), cond(1.0), cond(2.0, 12))
+    with pytest.raises(InputError, match="scene_end"):
+        host.sampling.SNFGuiderNode().make(
+            FakePatcher(host, "tdm", 0.0), sdm, cond(0.0), cond(1.0), cond(2.0), 5.0, 0.7, 0.3
+        )
