@@ -89,7 +89,8 @@ def _post(url: str, payload: dict) -> tuple[int, dict]:
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.load(response)
+            raw = response.read()
+            return response.status, json.loads(raw) if raw.strip() else {}
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
 
@@ -304,3 +305,23 @@ def test_a_stock_sd15_checkpoint_works_as_tdm(server):
     # the SDM's 64-wide text as the TDM's prompt is refused with the fix named
     del api["20"]["inputs"]["tdm_text"]
     _expect_error(server, api, "encode it with the TDM's CLIP")
+
+
+def test_cancel_stops_a_run_promptly(server):
+    api = shrink(load_api("facediffuser_one_person.json"), steps=400)
+    api["12"]["inputs"]["width"] = api["12"]["inputs"]["height"] = 128
+    status, body = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": "fd-tests"})
+    assert status == 200, body
+    prompt_id = body["prompt_id"]
+    time.sleep(2.0)  # models load, sampling starts
+    _post(f"{server['url']}/interrupt", {})
+    interrupted_at = time.monotonic()
+    while True:
+        with urllib.request.urlopen(f"{server['url']}/history/{prompt_id}", timeout=30) as r:
+            history = json.load(r)
+        if prompt_id in history:
+            break
+        assert time.monotonic() - interrupted_at < 20, "the run did not stop after Cancel"
+        time.sleep(0.1)
+    events = [m[0] for m in history[prompt_id]["status"]["messages"]]
+    assert "execution_interrupted" in events
