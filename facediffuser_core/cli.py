@@ -214,9 +214,12 @@ def _convert(args: argparse.Namespace) -> int:
 def _tiny(args: argparse.Namespace) -> int:
     from .tiny import write_tiny_set
 
-    tiny_set = write_tiny_set(Path(args.out), seed=args.seed, comfyui=args.comfyui)
+    tiny_set = write_tiny_set(
+        Path(args.out), seed=args.seed, comfyui=args.comfyui, full_size=args.full_size
+    )
     for name in ("sdm_bin", "tdm_bin", "tokenizer", "sdm_converted", "tdm_converted"):
-        print(f"{name:14s}{getattr(tiny_set, name)}")
+        if getattr(tiny_set, name) is not None:
+            print(f"{name:14s}{getattr(tiny_set, name)}")
     for path in tiny_set.references:
         print(f"{'reference':14s}{path}")
     return 0
@@ -334,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write a ComfyUI layout (models/facediffuser/..., input/...) with the file names the "
         "shipped workflows use",
+    )
+    tiny.add_argument(
+        "--full-size",
+        action="store_true",
+        help="SD1.5-sized random weights instead (about 2.3 GB, fp16) to check loaders and "
+        "timing at scale; no tokenizer or converted sets",
     )
     tiny.set_defaults(run=_tiny)
     return parser

@@ -59,6 +59,36 @@ TINY_VISION = {
     "hidden_act": "quick_gelu",
 }
 
+# Stable Diffusion 1.5 sizes (same architectures, published sizes) for full_size=True.
+SD15_UNET = {
+    **TINY_UNET,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+}
+SD15_VAE = {**TINY_VAE, "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2}
+SD15_TEXT = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
+}
+SD15_VISION = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 768,
+    "hidden_act": "quick_gelu",
+}
+SD15_TOKENS = (49408, 49406, 49407)  # vocabulary size, BOS, EOS of SD1.5's CLIP tokenizer
+
 
 @lru_cache(maxsize=1)
 def tiny_tokenizer_ids() -> tuple[int, int, int]:
@@ -108,8 +138,13 @@ def _prefixed(prefix: str, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {prefix + k: v.clone() for k, v in sd.items()}
 
 
-def tiny_state_dicts(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+def tiny_state_dicts(
+    seed: int = 0, *, full_size: bool = False, dtype: torch.dtype = torch.float32
+) -> dict[str, dict[str, torch.Tensor]]:
     """{"sdm": ..., "tdm": ...} in the published layout (prefixed keys), deterministic in seed.
+
+    ``full_size=True`` gives random weights at SD1.5's real sizes (about 1.2 G parameters for
+    the SDM) to check loaders and timing at scale; ``dtype`` casts them (fp16 halves memory).
 
     SDM and TDM share text-encoder and VAE weights (like the real ones, both SD1.5's) and have
     different UNets. The text encoder and image encoder entries include the ``position_ids``
@@ -125,22 +160,29 @@ def tiny_state_dicts(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
 
     from .subject import PostfuseModule
 
-    vocab, bos, eos = tiny_tokenizer_ids()
+    unet_cfg, vae_cfg = (SD15_UNET, SD15_VAE) if full_size else (TINY_UNET, TINY_VAE)
+    text_sizes, vision_sizes = (SD15_TEXT, SD15_VISION) if full_size else (TINY_TEXT, TINY_VISION)
+    vocab, bos, eos = SD15_TOKENS if full_size else tiny_tokenizer_ids()
     text_cfg = CLIPTextConfig(
-        vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **TINY_TEXT
+        vocab_size=vocab, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **text_sizes
     )
+    width = text_sizes["hidden_size"]
     base = seed * 1000
     text = _weights(lambda: CLIPTextModel(text_cfg), base + 1)
-    vae = _weights(lambda: AutoencoderKL(**TINY_VAE), base + 2)
-    unet_sdm = _weights(lambda: UNet2DConditionModel(**TINY_UNET), base + 3)
-    unet_tdm = _weights(lambda: UNet2DConditionModel(**TINY_UNET), base + 4)
+    vae = _weights(lambda: AutoencoderKL(**vae_cfg), base + 2)
+    unet_sdm = _weights(lambda: UNet2DConditionModel(**unet_cfg), base + 3)
+    unet_tdm = _weights(lambda: UNet2DConditionModel(**unet_cfg), base + 4)
     vision = _weights(
-        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_VISION)), base + 5
+        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_sizes)), base + 5
     )
-    postfuse = _weights(lambda: PostfuseModule(TEXT_WIDTH), base + 6)
+    postfuse = _weights(lambda: PostfuseModule(width), base + 6)
+    if dtype != torch.float32:
+        for part in (text, vae, unet_sdm, unet_tdm, vision, postfuse):
+            for key, tensor in part.items():
+                part[key] = tensor.to(dtype)
 
-    text_pos = torch.arange(TINY_TEXT["max_position_embeddings"])[None]
-    side = TINY_VISION["image_size"] // TINY_VISION["patch_size"]
+    text_pos = torch.arange(text_sizes["max_position_embeddings"])[None]
+    side = vision_sizes["image_size"] // vision_sizes["patch_size"]
     vision_pos = torch.arange(side * side + 1)[None]
 
     def common(unet: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,9 +206,9 @@ class TinySet:
     root: Path
     sdm_bin: Path
     tdm_bin: Path
-    tokenizer: Path
-    sdm_converted: Path
-    tdm_converted: Path
+    tokenizer: Path | None  # None for full_size sets (SD1.5's tokenizer applies)
+    sdm_converted: Path | None  # None for full_size sets
+    tdm_converted: Path | None
     references: list[Path]
 
 
@@ -201,13 +243,22 @@ COMFYUI_MODEL_FOLDER = ("models", "facediffuser")
 COMFYUI_REFERENCES = ("facediffuser_person_1.png", "facediffuser_person_2.png")
 
 
-def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0, comfyui: bool = False) -> TinySet:
+def write_tiny_set(
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    comfyui: bool = False,
+    full_size: bool = False,
+) -> TinySet:
     """Write tiny SDM/TDM published files, the tokenizer, converted sets and two references.
 
     ``comfyui=True`` writes a ComfyUI layout instead, with the names the shipped workflows
     use: ``models/facediffuser/{SDM,TDM}/pytorch_model.bin``, ``.../tokenizer/``,
     ``.../sdm-converted/`` and ``.../tdm-converted/``, and the references as
     ``input/facediffuser_person_1.png`` and ``_2.png``.
+
+    ``full_size=True`` writes SD1.5-sized random weights (fp16, about 2.3 GB for both) and no
+    tokenizer folder (SD1.5's own tokenizer applies) and no converted sets.
     """
     from .checkpoints import convert
     from .text import write_tiny_tokenizer
@@ -215,18 +266,23 @@ def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0, comfyui: bool =
     root = Path(out_dir)
     models = root.joinpath(*COMFYUI_MODEL_FOLDER) if comfyui else root
     models.mkdir(parents=True, exist_ok=True)
-    dicts = tiny_state_dicts(seed)
+    dicts = tiny_state_dicts(
+        seed, full_size=full_size, dtype=torch.float16 if full_size else torch.float32
+    )
     bins = {}
     for kind in ("sdm", "tdm"):
         folder = models / kind.upper()
         folder.mkdir(exist_ok=True)
         bins[kind] = folder / "pytorch_model.bin"
         torch.save(dicts[kind], bins[kind])
-    tokenizer = write_tiny_tokenizer(models / "tokenizer")
+    tokenizer = None if full_size else write_tiny_tokenizer(models / "tokenizer")
     converted = {}
     for kind in ("sdm", "tdm"):
         converted[kind] = models / f"{kind}-converted" if comfyui else root / "converted" / kind
-        convert(bins[kind], converted[kind], progress=False)
+        if full_size:
+            converted[kind] = None
+        else:
+            convert(bins[kind], converted[kind], progress=False)
     refs_dir = root / "input" if comfyui else root / "references"
     refs_dir.mkdir(parents=True, exist_ok=True)
     refs = []
@@ -238,7 +294,7 @@ def write_tiny_set(out_dir: str | os.PathLike, *, seed: int = 0, comfyui: bool =
         root=root,
         sdm_bin=bins["sdm"],
         tdm_bin=bins["tdm"],
-        tokenizer=Path(tokenizer),
+        tokenizer=Path(tokenizer) if tokenizer else None,
         sdm_converted=converted["sdm"],
         tdm_converted=converted["tdm"],
         references=refs,

@@ -187,7 +187,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
 
 def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.Tensor]:
     """(IMAGE sheet (1, H, W, 3), MASK stack (N, H, W)) for the first image of the batch."""
-    sheet = torch.from_numpy(render_sheet(records)).float().div(255).unsqueeze(0)
+    sheet = torch.from_numpy(render_sheet(records).copy()).float().div(255).unsqueeze(0)
     masks = fusion_masks(records, scale=VAE_FACTOR)
     if masks.shape[0] == 0:
         masks = torch.zeros(1, 64, 64)  # ComfyUI cannot pass an empty MASK batch

@@ -31,6 +31,7 @@ COMFY_HOST = Path(
 SNAPSHOT = os.environ.get("COMFY_SNAPSHOT_GIT", "")
 SMALL, STEPS = 64, 8
 STOCK_SD15 = "tiny-sd15.safetensors"  # written by `comfy-host tiny-models`
+FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 2.3 GB, ~1 min more
 
 if not SNAPSHOT or not Path(SNAPSHOT).exists() or not COMFY_HOST.is_file():
     pytest.skip(
@@ -61,6 +62,10 @@ def server(tmp_path_factory):
 
     tiny = tmp_path_factory.mktemp("comfy-tiny")
     write_tiny_set(tiny, comfyui=True)
+    if FULL_SIZE:  # SD1.5-sized random weights beside the tiny ones, as full/SDM/...
+        full = tmp_path_factory.mktemp("comfy-full")
+        write_tiny_set(full, full_size=True)
+        shutil.move(str(full), str(tiny / "models" / "facediffuser" / "full"))
     host_dir = os.environ.get(
         "COMFY_HOST_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "comfyui-host")
     )
@@ -325,3 +330,13 @@ def test_cancel_stops_a_run_promptly(server):
         time.sleep(0.1)
     events = [m[0] for m in history[prompt_id]["status"]["messages"]]
     assert "execution_interrupted" in events
+
+
+@pytest.mark.skipif(not FULL_SIZE, reason="set FACEDIFFUSER_FULL_SIZE=1 for SD1.5-sized weights")
+def test_published_layout_at_sd15_size(server):
+    """Real SD1.5 sizes go through the same loaders: stock configs, ComfyUI's own tokenizer."""
+    api = shrink(load_api("facediffuser_two_people.json"), steps=4)
+    api["1"]["inputs"]["model_name"] = "full/SDM/pytorch_model.bin"
+    api["2"]["inputs"]["model_name"] = "full/TDM/pytorch_model.bin"
+    entry = queue(server, api, timeout=900)
+    assert succeeded(entry), error_text(entry)
