@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 40, 330
+COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 50, 330
 
 
 def is_widget(spec: list) -> bool:
@@ -80,13 +80,17 @@ def to_ui(api: dict, object_info: dict) -> dict:
                     links.append([link, int(source), slot, int(node_id), len(inputs), spec[0]])
                     outputs[(source, slot)].append(link)
                 inputs.append({"name": name, "type": spec[0], "link": link})
-        height = 60 + 26 * (len(inputs) + len(widgets)) + (80 if "multiline" in str(info) else 0)
+        slots = max(len(inputs), len(info["output"]))
+        height = 40 + 22 * slots + 26 * len(widgets)
+        height += 110 if "multiline" in str(info) else 0
+        height += 300 if "image_upload" in str(info) else 0  # the image preview
+        height += 240 if node["class_type"] in ("SaveImage", "PreviewImage") else 0
         col = depth[node_id]
         nodes.append(
             {
                 "id": int(node_id),
                 "type": node["class_type"],
-                "pos": [40 + col * COLUMN_WIDTH, 40 + column_y[col]],
+                "pos": [100 + col * COLUMN_WIDTH, 100 + column_y[col]],
                 "size": [NODE_WIDTH, height],
                 "flags": {},
                 "order": 0,
