@@ -187,23 +187,30 @@ def unet_diffusers_to_ldm_keys(config: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def unet_to_ldm(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> StateDict:
-    """Rename a diffusers-layout UNet state dict to the LDM layout (bare keys, no prefix)."""
-    fwd, _ = _tables(_config_kwargs(config))
+def _rename_all(sd: Mapping[str, torch.Tensor], table, resnets, problem: str) -> StateDict:
     out: dict[str, torch.Tensor] = {}
     bad = []
     for k, t in sd.items():
-        v = _rename(k, fwd, _RESNET_TO_LDM)
+        v = _rename(k, table, resnets)
         if v is None:
             bad.append(k)
         else:
             out[v] = t
     if bad:
-        raise CheckpointError(
-            f"UNet weights have {len(bad)} keys that are not part of an SD-style diffusers UNet "
-            f"({_list(bad)}): pass a diffusers UNet2DConditionModel state dict"
-        )
+        raise CheckpointError(problem.format(n=len(bad), keys=_list(bad)))
     return out
+
+
+def unet_to_ldm(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> StateDict:
+    """Rename a diffusers-layout UNet state dict to the LDM layout (bare keys, no prefix)."""
+    fwd, _ = _tables(_config_kwargs(config))
+    return _rename_all(
+        sd,
+        fwd,
+        _RESNET_TO_LDM,
+        "UNet weights have {n} keys that are not part of an SD-style diffusers UNet ({keys}): "
+        "pass a diffusers UNet2DConditionModel state dict",
+    )
 
 
 def strip_ldm_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -216,17 +223,10 @@ def strip_ldm_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def unet_from_ldm(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> StateDict:
     """Rename an LDM-layout UNet state dict (bare or ``model.diffusion_model.``) to diffusers."""
     _, rev = _tables(_config_kwargs(config))
-    out: dict[str, torch.Tensor] = {}
-    bad = []
-    for k, t in strip_ldm_prefix(sd).items():
-        v = _rename(k, rev, _RESNET_FROM_LDM)
-        if v is None:
-            bad.append(k)
-        else:
-            out[v] = t
-    if bad:
-        raise CheckpointError(
-            f"LDM UNet weights have {len(bad)} keys this converter does not know ({_list(bad)}): "
-            "pass an SD1.x-style LDM UNet (input_blocks/middle_block/output_blocks)"
-        )
-    return out
+    return _rename_all(
+        strip_ldm_prefix(sd),
+        rev,
+        _RESNET_FROM_LDM,
+        "LDM UNet weights have {n} keys this converter does not know ({keys}): pass an "
+        "SD1.x-style LDM UNet (input_blocks/middle_block/output_blocks)",
+    )
