@@ -1,4 +1,4 @@
-"""``facediffuser`` command line: generate, convert, tiny.
+"""``facediffuser`` command line: generate, convert, tiny, doctor.
 
 Every user mistake ends as one line on stderr (``facediffuser: error: ...``) with exit
 status 2, found before models are loaded wherever it can be.
@@ -222,7 +222,18 @@ def _tiny(args: argparse.Namespace) -> int:
             print(f"{name:14s}{getattr(tiny_set, name)}")
     for path in tiny_set.references:
         print(f"{'reference':14s}{path}")
+    if args.comfyui:
+        pack = tiny_set.face_pack or "not written (pip install onnx to build the tiny face pack)"
+        print(f"{'face pack':14s}{pack}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import exit_code, format_report, run_checks
+
+    checks = run_checks(Path(args.models) if args.models else None)
+    print(format_report(checks))
+    return exit_code(checks)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,6 +356,21 @@ def build_parser() -> argparse.ArgumentParser:
         "timing at scale; no tokenizer or converted sets",
     )
     tiny.set_defaults(run=_tiny)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check torch, onnxruntime, insightface and the model folders; print the fixes",
+        description="Check the Python packages and the ComfyUI model folders (names and sizes "
+        "only, nothing is loaded) and print the exact fix for every problem. Exit status 1 if "
+        "any check FAILs.",
+    )
+    doctor.add_argument(
+        "--models",
+        metavar="DIR",
+        help="ComfyUI's models folder (default: found from this pack's place in "
+        "ComfyUI/custom_nodes, $COMFYUI_PATH, or the current folder)",
+    )
+    doctor.set_defaults(run=_doctor)
     return parser
 
 

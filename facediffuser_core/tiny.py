@@ -7,6 +7,7 @@ conventions that ``configs`` assumes, so configs inferred from these weights are
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import tempfile
@@ -210,6 +211,7 @@ class TinySet:
     sdm_converted: Path | None  # None for full_size sets
     tdm_converted: Path | None
     references: list[Path]
+    face_pack: Path | None = None  # comfyui layout: models/insightface/models/buffalo_l
 
 
 _PORTRAITS = (
@@ -257,6 +259,11 @@ def write_tiny_set(
     ``.../sdm-converted/`` and ``.../tdm-converted/``, and the references as
     ``input/facediffuser_person_1.png`` and ``_2.png``.
 
+    The ComfyUI layout also gets a tiny insightface pack as
+    ``models/insightface/models/buffalo_l`` (needs the ``onnx`` package; skipped without it),
+    so the face-tool nodes of the shipped workflows run too. Never copy it over a real
+    ComfyUI's models folder: it would shadow the real buffalo_l.
+
     ``full_size=True`` writes SD1.5-sized random weights (fp16, about 2.3 GB for both) and no
     tokenizer folder (SD1.5's own tokenizer applies) and no converted sets.
     """
@@ -290,6 +297,11 @@ def write_tiny_set(
         path = refs_dir / (COMFYUI_REFERENCES[i] if comfyui else f"person_{i + 1}.png")
         _portrait(i).save(path)
         refs.append(path)
+    face_pack = None
+    if comfyui and importlib.util.find_spec("onnx") is not None:  # else: no tiny face pack
+        from .tiny_faces import write_tiny_face_pack
+
+        face_pack = write_tiny_face_pack(root / "models" / "insightface" / "models" / "buffalo_l")
     return TinySet(
         root=root,
         sdm_bin=bins["sdm"],
@@ -298,4 +310,5 @@ def write_tiny_set(
         sdm_converted=converted["sdm"],
         tdm_converted=converted["tdm"],
         references=refs,
+        face_pack=face_pack,
     )

@@ -29,6 +29,19 @@ _NODES = {
         ("SNFKSampler", "FaceDiffuserKSampler", "Face-diffuser KSampler (SNF)"),
         ("SNFInspect", "FaceDiffuserInspect", "Face-diffuser Inspect"),
     ],
+    "faces": [
+        (
+            "FaceAnalysisLoader",
+            "FaceDiffuserFaceAnalysisLoader",
+            "Face-diffuser Face Analysis Loader",
+        ),
+        ("FaceCrop", "FaceDiffuserFaceCrop", "Face-diffuser Face Crop"),
+        (
+            "IdentitySimilarity",
+            "FaceDiffuserIdentitySimilarity",
+            "Face-diffuser Identity Similarity",
+        ),
+    ],
 }
 
 _HOST_MODULES = {"comfy", "comfy_extras", "folder_paths", "latent_preview", "nodes"}

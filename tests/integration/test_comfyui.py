@@ -56,6 +56,22 @@ def _host(*args: str, env: dict, timeout: int = 900) -> str:
     return proc.stdout
 
 
+NO_FACE = "facediffuser_no_face.png"
+
+
+def _install_requirements_like_the_manager(python: Path) -> None:
+    """ComfyUI-Manager pip-installs requirements.txt one line at a time, in order."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", line],
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from facediffuser_core.tiny import write_tiny_set
@@ -76,10 +92,14 @@ def server(tmp_path_factory):
         "COMFY_MODELS_DIR": str(tiny / "models"),
     }
     _host("setup", env=env)
+    _install_requirements_like_the_manager(Path(host_dir) / "venv" / "bin" / "python")
     _host("tiny-models", str(tiny / "models"), env=env)  # a stock-loadable SD1.5 checkpoint
     inputs = Path(host_dir) / "ComfyUI" / "input"
     for image in (tiny / "input").iterdir():
         shutil.copy(image, inputs / image.name)
+    from PIL import Image
+
+    Image.new("RGB", (96, 128), (20, 30, 120)).save(inputs / NO_FACE)  # nothing skin-coloured
     port = _free_port()
     _host("start", str(ROOT), str(port), env=env, timeout=600)
     try:
@@ -340,3 +360,35 @@ def test_published_layout_at_sd15_size(server):
     api["2"]["inputs"]["model_name"] = "full/TDM/pytorch_model.bin"
     entry = queue(server, api, timeout=900)
     assert succeeded(entry), error_text(entry)
+
+
+def test_two_people_workflow_scores_identity(server):
+    entry = queue(server, shrink(load_api("facediffuser_two_people.json")))
+    assert succeeded(entry), error_text(entry)
+    report = entry["outputs"]["32"]["text"][0]
+    assert report.startswith("image 1: person 1: ") and "mean " in report
+    assert images_of(entry, "33"), "the annotated preview is missing"
+
+
+def _crop_graph(image: str, no_face: str) -> dict:
+    api = {
+        k: v for k, v in load_api("facediffuser_two_people.json").items() if k in ("3", "5", "6")
+    }
+    api["3"]["inputs"]["image"] = image
+    api["6"]["inputs"]["no_face"] = no_face
+    api["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}
+    return api
+
+
+def test_face_crop_no_face_error_and_pass_through(server):
+    _expect_error(server, _crop_graph(NO_FACE, "error"), "no face found in image 1 of 1")
+    entry = queue(server, _crop_graph(NO_FACE, "pass through"))
+    assert succeeded(entry), error_text(entry)
+    entry = queue(server, _crop_graph("facediffuser_person_1.png", "error"))
+    assert succeeded(entry), error_text(entry)
+
+
+def test_missing_face_pack_names_the_folder(server):
+    api = _crop_graph("facediffuser_person_1.png", "error")
+    api["5"]["inputs"]["pack"] = "antelopev2"
+    _expect_error(server, api, "models/insightface/models/antelopev2", "releases")
