@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from .errors import InputError, ModelError
+from .overlap import ConcurrentPair
 from .snf import PAPER_FUSION, FusionSettings, fuse_with_saliency
 from .stages import Stage, stage_for_step, step_indices, validate_boundaries
 
@@ -152,12 +153,15 @@ def sample(
     callback: StepCallback | None = None,
     progress: bool = True,
     record_maps: bool = True,
+    overlap: bool = False,
 ) -> SampleResult:
     """Run TDM -> SNF -> SDM sampling from standard-normal ``noise`` (B, C, H, W).
 
     ``scheduler`` is a diffusers scheduler (its timesteps are reset here). Returns the
     final latents, one :class:`StepRecord` per scheduler step and the number of calls each
-    model received. ``callback(i, total, latents)`` runs after every step.
+    model received. ``callback(i, total, latents)`` runs after every step. ``overlap=True``
+    runs the two calls of each fusion step concurrently (CUDA streams on a GPU, a thread
+    elsewhere); the result is the same.
     """
     validate_boundaries(start_merge_step, final_step, steps)
     if noise.dim() != 4:
@@ -195,14 +199,17 @@ def sample(
         x_in: torch.Tensor,
         t: torch.Tensor,
         c: torch.Tensor,
-        record: StepRecord,
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> torch.Tensor:
         out = model(x_in, t, c)
         if name not in checked:
             _check_output(name, out, x_in)
             checked.add(name)
+        return out
+
+    def finite(name: str, out: torch.Tensor, record: StepRecord) -> tuple[torch.Tensor, ...]:
         result.model_calls[name.lower()] += 1
         # Checked per model: hard fusion would silently route around a NaN-producing SDM.
+        # (Checked after the calls, so overlapping calls are not serialised by the sync.)
         if not torch.isfinite(out).all():
             raise ModelError(
                 f"the {name} produced NaN/inf at step {record.step} ({record.stage.value} "
@@ -211,38 +218,55 @@ def sample(
             )
         return out.chunk(2)
 
-    iterator = enumerate(timesteps)
-    if progress:
-        from tqdm.auto import tqdm
+    pair = ConcurrentPair(noise.device) if overlap else None
+    try:
+        iterator = enumerate(timesteps)
+        if progress:
+            from tqdm.auto import tqdm
 
-        iterator = tqdm(iterator, total=len(timesteps), desc="Face-diffuser", unit="step")
-    for i, t in iterator:
-        stage = stage_for_step(step_of[i], start_merge_step, final_step)
-        x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        record = StepRecord(step=step_of[i], timestep=float(t), stage=stage)
-        if stage is Stage.SCENE:
-            e_null, e_text = call("TDM", tdm, x_in, t, tdm_cond, record)
-            noise_pred = e_null + w * (e_text - e_null)
-        elif stage is Stage.SUBJECT:
-            e_text, e_subject = call("SDM", sdm, x_in, t, sdm_cond, record)
-            noise_pred = e_text + w * (e_subject - e_text)
-        else:
-            e_null, e_text = call("TDM", tdm, x_in, t, tdm_cond, record)
-            e_text_sdm, e_subject = call("SDM", sdm, x_in, t, sdm_cond, record)
-            response_tdm = w * (e_text - e_null)
-            response_sdm = w * (e_subject - e_text_sdm)
-            fused = fuse_with_saliency(
-                e_null + response_tdm, e_text_sdm + response_sdm, response_tdm, response_sdm, fusion
-            )
-            noise_pred = fused.fused
-            if record_maps:
-                record.saliency_tdm = fused.saliency_tdm
-                record.saliency_sdm = fused.saliency_sdm
-                record.sdm_mask = fused.sdm_mask
-        latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
-        result.records.append(record)
-        if callback is not None:
-            callback(i, len(timesteps), latents)
+            iterator = tqdm(iterator, total=len(timesteps), desc="Face-diffuser", unit="step")
+        for i, t in iterator:
+            stage = stage_for_step(step_of[i], start_merge_step, final_step)
+            x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            record = StepRecord(step=step_of[i], timestep=float(t), stage=stage)
+            if stage is Stage.SCENE:
+                e_null, e_text = finite("TDM", call("TDM", tdm, x_in, t, tdm_cond), record)
+                noise_pred = e_null + w * (e_text - e_null)
+            elif stage is Stage.SUBJECT:
+                e_text, e_subject = finite("SDM", call("SDM", sdm, x_in, t, sdm_cond), record)
+                noise_pred = e_text + w * (e_subject - e_text)
+            else:
+                if pair is None:
+                    out_tdm = call("TDM", tdm, x_in, t, tdm_cond)
+                    out_sdm = call("SDM", sdm, x_in, t, sdm_cond)
+                else:
+                    out_tdm, out_sdm = pair.run(
+                        lambda: call("TDM", tdm, x_in, t, tdm_cond),  # noqa: B023 - run now
+                        lambda: call("SDM", sdm, x_in, t, sdm_cond),  # noqa: B023
+                    )
+                e_null, e_text = finite("TDM", out_tdm, record)
+                e_text_sdm, e_subject = finite("SDM", out_sdm, record)
+                response_tdm = w * (e_text - e_null)
+                response_sdm = w * (e_subject - e_text_sdm)
+                fused = fuse_with_saliency(
+                    e_null + response_tdm,
+                    e_text_sdm + response_sdm,
+                    response_tdm,
+                    response_sdm,
+                    fusion,
+                )
+                noise_pred = fused.fused
+                if record_maps:
+                    record.saliency_tdm = fused.saliency_tdm
+                    record.saliency_sdm = fused.saliency_sdm
+                    record.sdm_mask = fused.sdm_mask
+            latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+            result.records.append(record)
+            if callback is not None:
+                callback(i, len(timesteps), latents)
+    finally:
+        if pair is not None:
+            pair.__exit__()
     result.latents = latents
     return result
 

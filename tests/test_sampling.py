@@ -217,3 +217,26 @@ def test_soft_fusion_setting_reaches_the_loop():
     soft_masks = torch.stack([r.sdm_mask for r in soft.records if r.stage is Stage.FUSION])
     assert ((soft_masks > 0) & (soft_masks < 1)).any()
     assert not torch.equal(hard.latents, soft.latents)
+
+
+def test_overlap_mode_gives_identical_results():
+    """The concurrent fusion-stage calls change nothing but timing (CPU: a thread)."""
+    sequential = run(FakeEps(1), FakeEps(2), steps=12, start=3, final=7)
+    tdm, sdm = FakeEps(1), FakeEps(2)
+    overlapped = run(tdm, sdm, steps=12, start=3, final=7, overlap=True)
+    assert torch.equal(sequential.latents, overlapped.latents)
+    assert overlapped.model_calls == sequential.model_calls == {"tdm": 8, "sdm": 8}
+    for a, b in zip(sequential.records, overlapped.records, strict=True):
+        assert a.stage == b.stage
+        if a.sdm_mask is not None:
+            assert torch.equal(a.sdm_mask, b.sdm_mask)
+
+
+def test_overlap_mode_still_stops_on_nan():
+    sdm = FakeEps(2)
+
+    def broken(x, t, cond):
+        return sdm(x, t, cond) * float("nan")
+
+    with pytest.raises(ModelError, match="SDM produced NaN/inf at step 2"):
+        run(FakeEps(1), broken, steps=6, start=1, final=3, overlap=True)
