@@ -199,6 +199,146 @@ def save_json(data: dict[str, Any], folder: Path, stem: str) -> Path:
     return path
 
 
+def _tiny_extras(folder: Path) -> tuple[Path | None, Path]:
+    """A tiny face pack (needs onnx) and a tiny CLIP beside the tiny models, built once."""
+    import importlib.util
+
+    from .tiny import write_tiny_clip
+
+    faces_root = folder / "insightface"
+    if importlib.util.find_spec("onnx") is None:
+        faces_root = None
+    elif not (faces_root / "models" / "buffalo_l").is_dir():
+        from .tiny_faces import write_tiny_face_pack
+
+        write_tiny_face_pack(faces_root / "models" / "buffalo_l")
+    clip = folder / "clip"
+    if not (clip / "config.json").is_file():
+        write_tiny_clip(clip)
+    return faces_root, clip
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import (
+        ClipScorer,
+        contact_sheet,
+        evaluate,
+        format_summary,
+        load_people,
+        load_prompts,
+    )
+    from .images import save_images
+    from .pipeline import FaceDiffuserPipeline, GenerateSettings
+
+    tiny = args.sdm is None and args.tdm is None
+    if (args.sdm is None) != (args.tdm is None):
+        raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
+    templates = load_prompts(args.prompts)
+    limit = args.limit_prompts if args.limit_prompts is not None else (2 if tiny else None)
+    templates = templates[:limit] if limit else templates
+    k = args.k if args.k is not None else (2 if tiny else 4)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    faces_root = Path(args.faces) if args.faces else None
+    clip_path = Path(args.clip) if args.clip else None
+    if tiny:
+        folder = Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir()
+        paths = ensure_tiny_set(folder)
+        sdm_path, tdm_path, tokenizer_path = paths["sdm"], paths["tdm"], paths["tokenizer"]
+        tiny_faces, tiny_clip = _tiny_extras(folder)
+        faces_root = faces_root or tiny_faces
+        clip_path = clip_path or tiny_clip
+        people_dir = Path(args.people) if args.people else folder / "references"
+        print(
+            f"using the built-in tiny models in {folder} (scores are meaningless)", file=sys.stderr
+        )
+    else:
+        sdm_path, tdm_path = Path(args.sdm), Path(args.tdm)
+        tokenizer_path = _resolve_tokenizer(args.tokenizer, sdm_path)
+        if not args.people:
+            raise InputError("give --people DIR: a folder with one face photo per person")
+        people_dir = Path(args.people)
+    people = load_people(people_dir)
+    size = args.size or (64 if tiny else 512)
+    from .stages import boundaries_for_steps, boundary_fractions
+
+    start, final = boundaries_for_steps(boundary_fractions(), args.steps)
+    base = GenerateSettings(
+        prompt="",
+        width=size,
+        height=size,
+        steps=args.steps,
+        guidance_scale=args.cfg,
+        seed=args.seed,
+        start_merge_step=start,
+        final_step=final,
+    )
+    faces = None
+    if faces_root is not None:
+        from .faces import load_face_analysis
+
+        faces = load_face_analysis(faces_root, args.face_pack, provider=args.face_provider)
+    else:
+        print("no --faces given: identity is not scored", file=sys.stderr)
+    if clip_path is None:
+        print("no --clip given: prompt consistency is not scored", file=sys.stderr)
+
+    from .models import load_models
+    from .text import load_tokenizer
+
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    clip = ClipScorer(clip_path, device=device) if clip_path is not None else None
+    pipe = FaceDiffuserPipeline(
+        load_models(sdm_path, device=device, dtype=dtype),
+        load_models(tdm_path, device=device, dtype=dtype),
+        load_tokenizer(tokenizer_path),
+        device=device,
+    )
+    result = evaluate(
+        pipe,
+        people,
+        templates,
+        base,
+        k=k,
+        methods=methods,
+        faces=faces,
+        clip=clip,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_summary(result)
+    sheet = save_images([contact_sheet(result)], out, "contact_sheet")[0]
+    records = [
+        {
+            "person": s.person,
+            "prompt": s.prompt,
+            "method": s.method,
+            "seed": s.seed,
+            "identity": s.identity,
+            "consistency": s.consistency,
+        }
+        for s in result.samples
+    ]
+    manifest = save_json(
+        {
+            "summary": result.summary(),
+            "samples": records,
+            "k": k,
+            "methods": methods,
+            "prompts": len(templates),
+            "people": [p.name for p in people],
+            "steps": args.steps,
+            "size": size,
+            "models": {"sdm": str(sdm_path), "tdm": str(tdm_path), "tiny": tiny},
+        },
+        out,
+        "evaluation",
+    )
+    print(table)
+    print(f"\ncontact sheet {sheet}\nscores        {manifest}")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     import torch
 
@@ -319,6 +459,48 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--tiny-dir", help="where the tiny model set is cached")
     gen.add_argument("--no-progress", action="store_true", help="no progress bars")
     gen.set_defaults(run=_generate)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="identity and prompt-consistency scores of SNF vs TDM-only vs SDM-only",
+        description="The literature's protocol: k images per (person, prompt) per method with "
+        "shared seeds; ArcFace identity (0 without a face) and CLIP image-text cosine. Without "
+        "--sdm/--tdm it runs the tiny models (plumbing check; numbers are meaningless).",
+    )
+    ev.add_argument(
+        "--people",
+        help="folder of face photos, one per person (+ people.json "
+        "mapping file names to 'man'/'woman'/...)",
+    )
+    ev.add_argument(
+        "--prompts",
+        default="fastcomposer",
+        help="'fastcomposer' (the 40 shipped prompts) or a file of {person} templates",
+    )
+    ev.add_argument(
+        "--limit-prompts", type=int, help="use only the first N prompts (default: all; tiny: 2)"
+    )
+    ev.add_argument("--k", type=int, help="images per (person, prompt, method) (4; tiny: 2)")
+    ev.add_argument("--methods", default="snf,tdm,sdm", help="comma list of snf, tdm, sdm")
+    ev.add_argument("--sdm", help="SDM checkpoint (file, folder or converted set)")
+    ev.add_argument("--tdm", help="TDM checkpoint")
+    ev.add_argument("--tokenizer", help="CLIP tokenizer folder for the SDM")
+    ev.add_argument("--faces", help="insightface root (the folder holding models/<pack>)")
+    ev.add_argument("--face-pack", default="buffalo_l", help="insightface pack name")
+    ev.add_argument("--face-provider", default="CPU", help="CPU, CUDA, ROCm or CoreML")
+    ev.add_argument(
+        "--clip", help="CLIP model folder for prompt consistency (openai/clip-vit-large-patch14)"
+    )
+    ev.add_argument("--steps", type=int, default=50)
+    ev.add_argument("--cfg", type=float, default=5.0)
+    ev.add_argument("--size", type=int, help="square image size (512; tiny: 64)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", choices=("auto", *DTYPES), default="auto")
+    ev.add_argument("--out", default="outputs/evaluation", help="output folder")
+    ev.add_argument("--tiny-dir", help="where the tiny model set is cached")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(run=_evaluate)
 
     conv = sub.add_parser(
         "convert",

@@ -312,3 +312,33 @@ def write_tiny_set(
         references=refs,
         face_pack=face_pack,
     )
+
+
+def write_tiny_clip(folder: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny random CLIPModel folder (model, tokenizer, image processor) for the prompt-
+    consistency metric of ``evaluate``, loadable like ``openai/clip-vit-large-patch14``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from .text import write_tiny_tokenizer
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, bos, eos = tiny_tokenizer_ids()
+    config = CLIPConfig(
+        text_config={
+            **TINY_TEXT,
+            "vocab_size": vocab,
+            "bos_token_id": bos,
+            "eos_token_id": eos,
+            "pad_token_id": eos,
+        },
+        vision_config={k: v for k, v in TINY_VISION.items() if k != "projection_dim"},
+        projection_dim=32,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(out)
+    write_tiny_tokenizer(out)
+    CLIPImageProcessor(
+        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+    ).save_pretrained(out)
+    return out
