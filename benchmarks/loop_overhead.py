@@ -46,12 +46,15 @@ class Timed:
             self.seconds += time.perf_counter() - t0
 
 
-def one_run(tdm, sdm, cond, latent: int, batch: int, steps: int, seed: int) -> dict[str, float]:
+def one_run(
+    tdm, sdm, cond, latent: int, batch: int, steps: int, seed: int, overlap: bool = False
+) -> dict[str, float]:
     tdm_t, sdm_t = Timed(UNetEps(tdm.unet)), Timed(UNetEps(sdm.unet))
     fusion_t = Timed(sampling.fuse_with_saliency)
     sampling.fuse_with_saliency = fusion_t
     try:
         noise = torch.randn(batch, 4, latent, latent, generator=torch.Generator().manual_seed(seed))
+        noise = noise.to(next(tdm.unet.parameters()).device)
         t0 = time.perf_counter()
         result = sample(
             tdm_t,
@@ -63,6 +66,7 @@ def one_run(tdm, sdm, cond, latent: int, batch: int, steps: int, seed: int) -> d
             start_merge_step=round(0.32 * steps) - 1,
             final_step=round(0.62 * steps) - 1,
             progress=False,
+            overlap=overlap,
         )
         total = time.perf_counter() - t0
     finally:

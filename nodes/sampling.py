@@ -194,6 +194,25 @@ def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.T
     return sheet, masks
 
 
+def _outputs_used(prompt, unique_id, slots) -> bool:
+    """Whether any node of the queued graph reads one of this node's output ``slots``.
+
+    Unknown (no graph given, e.g. a direct call) counts as used.
+    """
+    if not isinstance(prompt, dict) or unique_id is None:
+        return True
+    for node in prompt.values():
+        for value in node.get("inputs", {}).values():
+            if (
+                isinstance(value, list)
+                and len(value) == 2
+                and str(value[0]) == str(unique_id)
+                and value[1] in slots
+            ):
+                return True
+    return False
+
+
 def _fraction_inputs() -> dict:
     return {
         "scene_end": (
@@ -445,7 +464,8 @@ class SNFKSampler:
             }
         )
         required.update(_fraction_inputs())
-        return {"required": required, "optional": _snf_input()}
+        hidden = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
+        return {"required": required, "optional": _snf_input(), "hidden": hidden}
 
     def sample(
         self,
@@ -465,6 +485,8 @@ class SNFKSampler:
         fusion_end,
         snf=None,
         tdm_text=None,
+        prompt=None,
+        unique_id=None,
     ):
         samples = latent_image["samples"]
         if samples.dim() != 4 or samples.shape[1] != 4:
@@ -501,7 +523,10 @@ class SNFKSampler:
         result = latent_image.copy()
         result.pop("downscale_ratio_spacial", None)
         result["samples"] = out.to(mm.intermediate_device())
-        sheet, masks = inspection_outputs(guider.last_records)
+        if _outputs_used(prompt, unique_id, (1, 2)):
+            sheet, masks = inspection_outputs(guider.last_records)
+        else:  # nothing reads the inspection outputs: skip rendering them
+            sheet, masks = torch.zeros(1, 64, 64, 3), torch.zeros(1, 64, 64)
         return (result, sheet, masks)
 
 

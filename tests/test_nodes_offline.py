@@ -271,3 +271,12 @@ def test_refusals_name_the_problem(host):
         host.sampling.SNFGuiderNode().make(
             FakePatcher(host, "tdm", 0.0), sdm, cond(0.0), cond(1.0), cond(2.0), 5.0, 0.7, 0.3
         )
+
+
+def test_inspection_is_rendered_only_when_something_reads_it(host):
+    used = host.sampling._outputs_used
+    graph = {"20": {"inputs": {}}, "30": {"inputs": {"samples": ["20", 0]}}}
+    assert not used(graph, "20", (1, 2))  # only the latent is read
+    graph["40"] = {"inputs": {"images": ["20", 1]}}
+    assert used(graph, "20", (1, 2))
+    assert used(None, None, (1, 2))  # called outside a queued graph: assume used
