@@ -14,6 +14,7 @@ import folder_paths
 from ..facediffuser_core.errors import FaceDiffuserError, InputError
 from ..facediffuser_core.faces import (
     KNOWN_PACKS,
+    Face,
     annotate,
     available_providers,
     crop_references,
@@ -140,7 +141,7 @@ class FaceCrop:
     OUTPUT_TOOLTIPS = (
         "One square crop per input image, ready for Subject Encode.",
         "The detected face box of each input image.",
-        "The input images with the chosen face marked.",
+        "The input images with the crop square of the chosen face marked.",
     )
     DESCRIPTION = "Detects a face per image, expands the box by a margin and crops a square."
 
@@ -214,10 +215,11 @@ class FaceCrop:
             print(f"[Face-diffuser] {warning}")
         import torch
 
-        previews = []
-        for i in range(images.shape[0]):
-            faces = face_analysis.detect(images[i])
-            previews.append(annotate(images[i], faces))
+        # The preview marks each crop square (no second detection pass).
+        previews = [
+            annotate(images[i], [Face(box=tuple(map(float, box)), score=1.0)] if box else [])
+            for i, box in enumerate(result.boxes)
+        ]
         return (result.crops, result.masks, torch.stack(previews))
 
 
