@@ -376,6 +376,12 @@ def _doctor(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _queue(args: argparse.Namespace) -> int:
+    from .apiqueue import run_cli
+
+    return run_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facediffuser",
@@ -553,6 +559,20 @@ def build_parser() -> argparse.ArgumentParser:
         "ComfyUI/custom_nodes, $COMFYUI_PATH, or the current folder)",
     )
     doctor.set_defaults(run=_doctor)
+
+    from .apiqueue import add_arguments as add_queue_arguments
+
+    queue = sub.add_parser(
+        "queue",
+        help="run a workflow on one or many ComfyUI servers through their HTTP API (batch files)",
+        description="Queue a Face-diffuser workflow (API or UI format; default: the shipped one- "
+        "or two-person graph) on ComfyUI servers, for one prompt or a CSV/JSONL batch. Settings "
+        "are applied by meaning (prompt, references, seed, steps, cfg, stage boundaries, size). "
+        "Results and manifest.json go to --out; running again resumes. Exit status 0 when every "
+        "item is done, 1 when some failed, 130 on Ctrl-C.",
+    )
+    add_queue_arguments(queue)
+    queue.set_defaults(run=_queue)
     return parser
 
 

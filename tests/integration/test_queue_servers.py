@@ -1,0 +1,382 @@
+"""``facediffuser queue`` against two real ComfyUI servers with the tiny models.
+
+Two ComfyUI processes from one snapshot (``comfy-host setup``), each with its own base
+directory (custom_nodes, input, output, user) on its own loopback port, run a batch: the
+items are spread over both, outputs downloaded, a second run resumes without queuing
+anything again, a model only one server has sends the items there, and a server that dies
+mid-batch leaves its items to the other. Needs what tests/integration/test_comfyui.py needs:
+
+    COMFY_SNAPSHOT_GIT=/path/to/ComfyUI.git \
+        python -m pytest -q tests/integration/test_queue_servers.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from facediffuser_core import apiqueue as aq
+from facediffuser_core.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+COMFY_HOST = Path(
+    os.environ.get("FACEDIFFUSER_COMFY_HOST", ROOT.parent / "shared/tools/comfy-host")
+)
+SNAPSHOT = os.environ.get("COMFY_SNAPSHOT_GIT", "")
+SMALL, STEPS = 64, 8
+
+if not SNAPSHOT or not Path(SNAPSHOT).exists() or not COMFY_HOST.is_file():
+    pytest.skip(
+        "integration tests need a ComfyUI snapshot (COMFY_SNAPSHOT_GIT=<git dir>) and the "
+        f"comfy-host tool ({COMFY_HOST}); skipping",
+        allow_module_level=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _install_requirements_like_the_manager(python: Path) -> None:
+    """ComfyUI-Manager pip-installs requirements.txt one line at a time, in order."""
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", line],
+                check=True,
+                capture_output=True,
+                timeout=900,
+            )
+
+
+class Server:
+    """One ComfyUI process (the flags of ``comfy-host start``) with its own base directory."""
+
+    def __init__(self, host_dir: Path, base: Path, models: Path, inputs: Path):
+        self.host_dir, self.base, self.models = host_dir, base, models
+        for sub in ("custom_nodes", "input", "output", "user"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        link = base / "custom_nodes" / "facediffuser"
+        if not link.exists():
+            link.symlink_to(ROOT, target_is_directory=True)
+        for image in inputs.iterdir():
+            shutil.copy(image, base / "input" / image.name)
+        (base / "extra_model_paths.yaml").write_text(
+            f"tiny:\n  base_path: {models}\n  facediffuser: facediffuser\n"
+            "  insightface: insightface\n"
+        )
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 240) -> None:
+        comfy = self.host_dir / "ComfyUI"
+        flags = (comfy / "comfy" / "cli_args.py").read_text()
+        args = [
+            str(self.host_dir / "venv" / "bin" / "python"),
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port or _free_port()),
+            "--disable-auto-launch",
+            "--preview-method",
+            "none",
+            "--base-directory",
+            str(self.base),
+            "--extra-model-paths-config",
+            str(self.base / "extra_model_paths.yaml"),
+        ]
+        self.port = int(args[args.index("--port") + 1])
+        if '"--disable-api-nodes"' in flags:
+            args.append("--disable-api-nodes")
+        if '"--database-url"' in flags:
+            args += ["--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "DO_NOT_TRACK": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = open(self.base / "server.log", "ab")  # noqa: SIM115 - kept open for the process
+        self.proc = subprocess.Popen(
+            args, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited at start-up; see {self.base / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/object_info/KSampler", timeout=5):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer in {timeout} s; see {self.base}/server.log")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def history_count(self) -> int:
+        with urllib.request.urlopen(f"{self.url}/history", timeout=30) as response:
+            return len(json.load(response))
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    from facediffuser_core.tiny import write_tiny_set
+
+    tiny = tmp_path_factory.mktemp("queue-tiny")
+    write_tiny_set(tiny, comfyui=True)
+    host_dir = Path(
+        os.environ.get(
+            "COMFY_HOST_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "comfyui-host")
+        )
+    )
+    env = {**os.environ, "COMFY_SNAPSHOT_GIT": SNAPSHOT, "COMFY_HOST_DIR": str(host_dir)}
+    subprocess.run(
+        [str(COMFY_HOST), "setup"], check=True, capture_output=True, env=env, timeout=1800
+    )
+    _install_requirements_like_the_manager(host_dir / "venv" / "bin" / "python")
+    bases = tmp_path_factory.mktemp("queue-servers")
+    pair = [Server(host_dir, bases / name, tiny / "models", tiny / "input") for name in ("a", "b")]
+    # a model only server b has: items that need it must go there
+    only_b = pair[1].base / "models" / "facediffuser" / "only-b"
+    (only_b / "SDM").mkdir(parents=True)
+    source = tiny / "models" / "facediffuser"
+    (only_b / "SDM" / "pytorch_model.bin").symlink_to(source / "SDM" / "pytorch_model.bin")
+    (only_b / "tokenizer").symlink_to(source / "tokenizer", target_is_directory=True)
+    try:
+        for server in pair:
+            server.start()
+        yield pair
+    finally:
+        for server in pair:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, servers):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("queue-photos")
+    for name in ("facediffuser_person_1.png", "facediffuser_person_2.png"):
+        shutil.copy(servers[0].base / "input" / name, folder / name.replace("facediffuser_", ""))
+    Image.new("RGB", (96, 128), (20, 30, 120)).save(folder / "no_face.png")  # nothing to crop
+    return folder
+
+
+def _batch(folder: Path, rows: list[dict]) -> Path:
+    path = folder / "batch.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["id", "prompt", "references", "seed"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+ROWS = [
+    {
+        "id": "beach",
+        "prompt": "a man <|image|> and a woman <|image|> at the beach",
+        "references": "person_1.png;person_2.png",
+        "seed": 1,
+    },
+    {
+        "id": "cafe",
+        "prompt": "a woman <|image|> in a cafe",
+        "references": "person_2.png",
+        "seed": 2,
+    },
+    {"id": "ski", "prompt": "a man <|image|> skiing", "references": "person_1.png", "seed": 3},
+    {
+        "id": "park",
+        "prompt": "a woman <|image|> and a man <|image|> in a park",
+        "references": "person_2.png;person_1.png",
+        "seed": 4,
+    },
+    {
+        "id": "noface",
+        "prompt": "a man <|image|> and a woman <|image|> at sea",
+        "references": "no_face.png;person_2.png",
+        "seed": 5,
+    },
+    {
+        "id": "wrong",
+        "prompt": "a man <|image|> at sea",
+        "references": "person_1.png;person_2.png",
+        "seed": 6,
+    },
+]
+
+
+def test_ui_workflows_convert_with_a_real_object_info(servers):
+    client = aq.ComfyClient(servers[0].url)
+    for path in sorted((ROOT / "workflows").glob("*.json")):
+        ui = json.loads(path.read_text())
+        info = aq.fetch_object_info(client, [n["type"] for n in ui["nodes"]])
+        twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
+        assert aq.ui_to_api(ui, info) == twin, path.name
+
+
+def test_batch_over_two_servers_then_resume(servers, photos, tmp_path, capsys):
+    batch = _batch(photos, ROWS)
+    out = tmp_path / "out"
+    args = [
+        "queue",
+        "-b",
+        str(batch),
+        "--out",
+        str(out),
+        "--steps",
+        str(STEPS),
+        "--width",
+        str(SMALL),
+        "--height",
+        str(SMALL),
+        "--no-progress",
+        "--poll",
+        "0.2",
+    ]
+    for server in servers:
+        args += ["-s", server.url]
+    code = main(args)
+    stdout = capsys.readouterr().out
+    print(stdout)
+    assert code == 1, stdout  # one execution error, one invalid row
+    manifest = json.loads((out / "manifest.json").read_text())
+    items = manifest["items"]
+    done = sorted(k for k, r in items.items() if r["status"] == "done")
+    assert done == ["beach", "cafe", "park", "ski"], items
+    assert items["wrong"]["status"] == "invalid"
+    assert "1 <|image|> marker(s) but 2 reference image(s)" in items["wrong"]["error"]
+    assert items["noface"]["status"] == "failed"
+    assert "node 6 'Face crop, person 1' (FaceDiffuserFaceCrop) failed" in items["noface"]["error"]
+    assert "no face found" in items["noface"]["error"]
+    for key in done:
+        record = items[key]
+        assert record["seed"] == ROWS[[r["id"] for r in ROWS].index(key)]["seed"]
+        assert record["timings"]["execution_s"] > 0
+        for rel in record["outputs"]:
+            assert (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    used = {items[k]["server"] for k in done}
+    assert used == {s.url for s in servers}, "both servers should have run items"
+    stats = manifest["servers"]
+    assert sum(stats[s.url]["done"] for s in servers) == 4
+    assert all(stats[s.url]["websocket"] for s in servers)  # live progress was available
+    for server in servers:
+        assert f"  {server.url}  {stats[server.url]['done']} done" in stdout
+
+    before = [s.history_count() for s in servers]
+    assert main(args) == 1  # resume: the failed one runs again, finished ones do not
+    again = capsys.readouterr().out
+    assert "4 already done" in again
+    # only 'noface' (failed) was queued again
+    assert sum(s.history_count() for s in servers) == sum(before) + 1
+
+
+def test_model_on_one_server_only_sends_the_items_there(servers, photos, tmp_path):
+    workflow = json.loads((ROOT / "workflows/api/facediffuser_one_person.json").read_text())
+    workflow["1"]["inputs"]["model_name"] = "only-b/SDM/pytorch_model.bin"
+    path = tmp_path / "only_b.json"
+    path.write_text(json.dumps(workflow))
+    items = [
+        aq.BatchItem(
+            f"i{i}",
+            0,
+            {
+                "references": [str(photos / "person_1.png")],
+                "seed": i,
+                "steps": 4,
+                "width": SMALL,
+                "height": SMALL,
+            },
+        )
+        for i in range(2)
+    ]
+    lines: list[str] = []
+    options = aq.QueueOptions(
+        servers=[s.url for s in servers], out=tmp_path / "out", poll=0.2, progress=False
+    )
+    result = aq.run_queue(items, options, workflow=path, log=lines.append)
+    assert sorted(result.done) == ["i0", "i1"], lines
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert {r["server"] for r in manifest["items"].values()} == {servers[1].url}
+    assert any(
+        f"server {servers[0].url} cannot run only_b.json: node 1 'Load Face-diffuser SDM'" in line
+        for line in lines
+    ), lines
+
+
+def test_a_server_dying_mid_batch_leaves_its_items_to_the_other(servers, photos, tmp_path):
+    """Runs last: it stops server b (the fixture's teardown copes with that)."""
+    a, b = servers
+    items = [
+        aq.BatchItem(
+            f"d{i}",
+            0,
+            {
+                "references": [str(photos / "person_1.png")],
+                "prompt": "a man <|image|> running",
+                "seed": 10 + i,
+                "steps": 24,
+                "width": SMALL,
+                "height": SMALL,
+            },
+        )
+        for i in range(4)
+    ]
+    lines: list[str] = []
+
+    def kill_b_once_it_works():
+        for _ in range(1200):  # as soon as b runs one of ours
+            try:
+                with urllib.request.urlopen(f"{b.url}/prompt", timeout=5) as r:
+                    if json.load(r)["exec_info"]["queue_remaining"]:
+                        break
+            except OSError:
+                return
+            time.sleep(0.1)
+        b.stop()
+
+    threading.Thread(target=kill_b_once_it_works, daemon=True).start()
+    options = aq.QueueOptions(
+        servers=[a.url, b.url],
+        out=tmp_path / "out",
+        poll=0.2,
+        progress=False,
+        retries=2,
+        backoff=0.2,
+        backoff_max=1.0,
+    )
+    result = aq.run_queue(items, options, log=lines.append)
+    assert sorted(result.done) == [f"d{i}" for i in range(4)], lines
+    assert any(f"server {b.url}: giving up after 2 retries" in line for line in lines), lines
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["servers"][b.url]["unreachable"]
+    assert all(r["server"] == a.url for r in manifest["items"].values())
