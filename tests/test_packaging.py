@@ -7,6 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"comfy", "comfy_extras", "comfy_api", "folder_paths", "nodes", "torchvision"}
 
@@ -30,9 +32,15 @@ def test_pack_folder_imports_as_a_comfyui_module():
             del sys.modules[key]
 
 
+def core_files() -> list[Path]:
+    """Every module of the core, sub-packages included."""
+    return sorted((ROOT / "facediffuser_core").rglob("*.py"))
+
+
 def test_core_never_imports_comfyui_or_torchvision():
     offenders = []
-    for path in sorted((ROOT / "facediffuser_core").glob("*.py")):
+    for path in core_files():
+        name = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -41,20 +49,33 @@ def test_core_never_imports_comfyui_or_torchvision():
                 names = [node.module]
             else:
                 continue
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+            offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
     assert not offenders, offenders
 
 
 def test_core_uses_relative_imports_only():
     """Absolute `facediffuser_core.` imports break when ComfyUI loads it as a sub-package."""
-    for path in sorted((ROOT / "facediffuser_core").glob("*.py")):
+    for path in core_files():
+        name = path.relative_to(ROOT).as_posix()
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                assert node.module.split(".")[0] != "facediffuser_core", path.name
+                assert node.module.split(".")[0] != "facediffuser_core", name
             elif isinstance(node, ast.Import):
                 for alias in node.names:
-                    assert alias.name.split(".")[0] != "facediffuser_core", path.name
+                    assert alias.name.split(".")[0] != "facediffuser_core", name
+
+
+def test_wheel_lists_every_core_package():
+    """setuptools' explicit ``packages`` list must name each sub-package, or wheels lack it."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "facediffuser_core").rglob("__init__.py")
+    }
+    assert found == listed
 
 
 def test_requirements_leave_torch_alone():

@@ -1,0 +1,139 @@
+"""``facediffuser queue``: run the Face-diffuser workflows through ComfyUI's HTTP API.
+
+A batch client, not a scheduler: every ComfyUI server keeps its own prompt queue, and this
+package only decides which server gets the next item (the one with the shortest queue, at
+most ``depth`` of our prompts on each). It
+
+* loads an API-format workflow (default: the shipped one- or two-person graph) or a UI
+  workflow, converted with the server's ``/object_info`` (:func:`ui_to_api`);
+* sets prompt, reference photos (uploaded with ``/upload/image``), seed, steps, cfg, stage
+  boundaries, size and batch size *by meaning*: it finds the nodes by class, never by id
+  (:func:`apply_settings`);
+* reads a batch file (CSV or JSONL, :func:`read_batch`), validates every row before
+  anything is queued, and records each item in ``OUT/manifest.json`` (written atomically),
+  so a second run resumes: finished items are skipped, prompts still queued on a server are
+  collected, not queued again;
+* survives dropped connections and server restarts (bounded retries; a prompt id chosen by
+  us makes "did my POST arrive?" answerable, so nothing that succeeded is queued twice);
+* shows progress (steps from the ``/ws`` websocket when it connects, polling otherwise).
+
+Only the standard library is used for HTTP and the websocket; ``tqdm`` draws the bar.
+
+Modules, lowest layer first (each imports only the ones above it): ``errors`` (the
+exceptions), ``graph`` (workflow graphs), ``client`` (HTTP, websocket), ``batch`` (batch
+files), ``manifest`` (``manifest.json``), ``runner`` (the queue), ``cli`` (the command).
+"""
+
+from __future__ import annotations
+
+from .batch import ALIASES, COLUMNS, FLOAT_KEYS, INT_KEYS, BatchItem, make_item, read_batch
+from .cli import add_arguments, run_cli
+from .client import (
+    DEFAULT_SERVER,
+    USER_AGENT,
+    ComfyClient,
+    WebSocket,
+    fetch_object_info,
+    normalize_url,
+)
+from .errors import PromptRejected, QueueError, ServerUnreachable
+from .graph import (
+    CONTROL_VALUES,
+    MAX_PEOPLE,
+    MODEL_INPUTS,
+    SAMPLERS,
+    SETTING_KEYS,
+    TARGETS,
+    VIRTUAL_NODES,
+    WIDGET_TYPES,
+    PersonChain,
+    apply_settings,
+    check_graph,
+    describe_execution_error,
+    describe_rejection,
+    graph_settings,
+    input_specs,
+    is_server_problem,
+    is_ui_workflow,
+    is_widget,
+    load_workflow,
+    person_chains,
+    server_problems,
+    ui_to_api,
+)
+from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
+from .runner import (
+    MARKER,
+    ONE_PERSON,
+    QUEUE_CHECK_S,
+    TWO_PEOPLE,
+    WORKFLOW_DIR,
+    QueueOptions,
+    QueueResult,
+    QueueRunner,
+    Workflow,
+    run_queue,
+    shipped_workflow,
+    summary,
+    upload_name,
+)
+
+__all__ = [
+    "ALIASES",
+    "COLUMNS",
+    "CONTROL_VALUES",
+    "DEFAULT_SERVER",
+    "FLOAT_KEYS",
+    "INT_KEYS",
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "MARKER",
+    "MAX_PEOPLE",
+    "MODEL_INPUTS",
+    "ONE_PERSON",
+    "QUEUE_CHECK_S",
+    "SAMPLERS",
+    "SETTING_KEYS",
+    "TARGETS",
+    "TWO_PEOPLE",
+    "USER_AGENT",
+    "VIRTUAL_NODES",
+    "WIDGET_TYPES",
+    "WORKFLOW_DIR",
+    "BatchItem",
+    "ComfyClient",
+    "Manifest",
+    "PersonChain",
+    "PromptRejected",
+    "QueueError",
+    "QueueOptions",
+    "QueueResult",
+    "QueueRunner",
+    "ServerUnreachable",
+    "WebSocket",
+    "Workflow",
+    "add_arguments",
+    "apply_settings",
+    "atomic_write",
+    "check_graph",
+    "describe_execution_error",
+    "describe_rejection",
+    "fetch_object_info",
+    "graph_settings",
+    "input_specs",
+    "is_server_problem",
+    "is_ui_workflow",
+    "is_widget",
+    "load_workflow",
+    "make_item",
+    "normalize_url",
+    "person_chains",
+    "read_batch",
+    "run_cli",
+    "run_queue",
+    "server_problems",
+    "shipped_workflow",
+    "summary",
+    "ui_to_api",
+    "upload_name",
+]
