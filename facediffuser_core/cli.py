@@ -122,6 +122,7 @@ def _generate(args: argparse.Namespace) -> int:
         ),
         object_resolution=args.object_resolution,
         tdm_text_encoder=args.tdm_text_encoder,
+        overlap=args.overlap,
     )
     if tiny:
         paths = ensure_tiny_set(Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir())
@@ -453,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tdm-text-encoder",
         action="store_true",
         help="encode the TDM's prompts with the TDM's own text encoder",
+    )
+    gen.add_argument(
+        "--overlap",
+        action="store_true",
+        help="run the two UNet calls of each fusion step concurrently (GPU; slower on CPU)",
     )
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto)")
     gen.add_argument(

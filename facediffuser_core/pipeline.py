@@ -49,6 +49,7 @@ class GenerateSettings:
     fusion: FusionSettings = PAPER_FUSION
     object_resolution: int = 512
     tdm_text_encoder: bool = False  # True: the TDM's prompts go through its own text encoder
+    overlap: bool = False  # fusion-stage UNet calls concurrently (CUDA streams / a thread)
 
 
 @dataclass
@@ -184,6 +185,7 @@ class FaceDiffuserPipeline:
             generator=generator,
             callback=callback,
             progress=progress,
+            overlap=settings.overlap,
         )
         pixels = decode_latents(self.sdm.vae, result.latents)
         images = [to_pil(p) for p in pixels]

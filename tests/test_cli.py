@@ -99,6 +99,7 @@ def test_explicit_models_and_references(home, tiny_set, capsys):
         "soft",
         "--scheduler",
         "euler",
+        "--overlap",
         "--out",
         out,
         "--no-progress",
@@ -108,6 +109,7 @@ def test_explicit_models_and_references(home, tiny_set, capsys):
     run = json.loads((out / "run_00000.json").read_text())
     assert run["references"] == [str(tiny_set.references[1])]
     assert run["fusion"]["mode"] == "soft"
+    assert run["settings"]["overlap"] is True
 
 
 @pytest.mark.parametrize(
