@@ -13,7 +13,6 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,30 +20,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _host import (
+    AVAILABLE,
+    COMFY_HOST,
+    ROOT,
+    SKIP_REASON,
+    SNAPSHOT,
+    free_port,
+    install_requirements_like_the_manager,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 API_DIR = ROOT / "workflows" / "api"
 UI_DIR = ROOT / "workflows"
-COMFY_HOST = Path(
-    os.environ.get("FACEDIFFUSER_COMFY_HOST", ROOT.parent / "shared/tools/comfy-host")
-)
-SNAPSHOT = os.environ.get("COMFY_SNAPSHOT_GIT", "")
 SMALL, STEPS = 64, 8
 STOCK_SD15 = "tiny-sd15.safetensors"  # written by `comfy-host tiny-models`
 FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 2.3 GB, ~1 min more
 
-if not SNAPSHOT or not Path(SNAPSHOT).exists() or not COMFY_HOST.is_file():
-    pytest.skip(
-        "integration tests need a ComfyUI snapshot (COMFY_SNAPSHOT_GIT=<git dir>) and the "
-        f"comfy-host tool ({COMFY_HOST}); skipping",
-        allow_module_level=True,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+if not AVAILABLE:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 def _host(*args: str, env: dict, timeout: int = 900) -> str:
@@ -57,19 +50,6 @@ def _host(*args: str, env: dict, timeout: int = 900) -> str:
 
 
 NO_FACE = "facediffuser_no_face.png"
-
-
-def _install_requirements_like_the_manager(python: Path) -> None:
-    """ComfyUI-Manager pip-installs requirements.txt one line at a time, in order."""
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", line],
-                check=True,
-                capture_output=True,
-                timeout=900,
-            )
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +72,7 @@ def server(tmp_path_factory):
         "COMFY_MODELS_DIR": str(tiny / "models"),
     }
     _host("setup", env=env)
-    _install_requirements_like_the_manager(Path(host_dir) / "venv" / "bin" / "python")
+    install_requirements_like_the_manager(Path(host_dir) / "venv" / "bin" / "python")
     _host("tiny-models", str(tiny / "models"), env=env)  # a stock-loadable SD1.5 checkpoint
     inputs = Path(host_dir) / "ComfyUI" / "input"
     for image in (tiny / "input").iterdir():
@@ -100,7 +80,7 @@ def server(tmp_path_factory):
     from PIL import Image
 
     Image.new("RGB", (96, 128), (20, 30, 120)).save(inputs / NO_FACE)  # nothing skin-coloured
-    port = _free_port()
+    port = free_port()
     _host("start", str(ROOT), str(port), env=env, timeout=600)
     try:
         yield {"url": f"http://127.0.0.1:{port}", "env": env, "root": Path(host_dir)}

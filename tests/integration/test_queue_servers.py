@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,42 +23,23 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _host import (
+    AVAILABLE,
+    COMFY_HOST,
+    ROOT,
+    SKIP_REASON,
+    SNAPSHOT,
+    free_port,
+    install_requirements_like_the_manager,
+)
 
 from facediffuser_core import apiqueue as aq
 from facediffuser_core.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
-COMFY_HOST = Path(
-    os.environ.get("FACEDIFFUSER_COMFY_HOST", ROOT.parent / "shared/tools/comfy-host")
-)
-SNAPSHOT = os.environ.get("COMFY_SNAPSHOT_GIT", "")
 SMALL, STEPS = 64, 8
 
-if not SNAPSHOT or not Path(SNAPSHOT).exists() or not COMFY_HOST.is_file():
-    pytest.skip(
-        "integration tests need a ComfyUI snapshot (COMFY_SNAPSHOT_GIT=<git dir>) and the "
-        f"comfy-host tool ({COMFY_HOST}); skipping",
-        allow_module_level=True,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _install_requirements_like_the_manager(python: Path) -> None:
-    """ComfyUI-Manager pip-installs requirements.txt one line at a time, in order."""
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            subprocess.run(
-                [str(python), "-m", "pip", "install", "-q", line],
-                check=True,
-                capture_output=True,
-                timeout=900,
-            )
+if not AVAILABLE:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
 class Server:
@@ -95,7 +75,7 @@ class Server:
             "--listen",
             "127.0.0.1",
             "--port",
-            str(self.port or _free_port()),
+            str(self.port or free_port()),
             "--disable-auto-launch",
             "--preview-method",
             "none",
@@ -162,7 +142,7 @@ def servers(tmp_path_factory):
     subprocess.run(
         [str(COMFY_HOST), "setup"], check=True, capture_output=True, env=env, timeout=1800
     )
-    _install_requirements_like_the_manager(host_dir / "venv" / "bin" / "python")
+    install_requirements_like_the_manager(host_dir / "venv" / "bin" / "python")
     bases = tmp_path_factory.mktemp("queue-servers")
     pair = [Server(host_dir, bases / name, tiny / "models", tiny / "input") for name in ("a", "b")]
     # a model only server b has: items that need it must go there
