@@ -1,4 +1,4 @@
-"""``facediffuser`` command line: generate, convert, tiny, doctor.
+"""``facediffuser`` command line: generate, evaluate, convert, tiny, doctor, queue.
 
 Every user mistake ends as one line on stderr (``facediffuser: error: ...``) with exit
 status 2, found before models are loaded wherever it can be.
