@@ -11,7 +11,7 @@ import os
 
 import folder_paths
 
-from ..facediffuser_core.errors import FaceDiffuserError, InputError
+from ..facediffuser_core.errors import FaceDiffuserError
 from ..facediffuser_core.faces import (
     KNOWN_PACKS,
     Face,
@@ -24,6 +24,7 @@ from ..facediffuser_core.faces import (
     load_face_analysis,
 )
 from ..facediffuser_core.subject import MAX_SUBJECTS
+from .people import people_in_order
 from .types import CATEGORY, FACES_TYPE
 
 FOLDER = "insightface"
@@ -59,18 +60,6 @@ def _providers() -> list[str]:
         return available_providers()
     except FaceDiffuserError:
         return ["CPU"]  # onnxruntime missing: the loader says how to install it when used
-
-
-def _people(person_1, person_2=None, person_3=None, person_4=None):
-    people = [person_1, person_2, person_3, person_4]
-    last = max(i for i, p in enumerate(people) if p is not None)
-    gaps = [f"person_{i + 1}" for i in range(last) if people[i] is None]
-    if gaps:
-        raise InputError(
-            f"{', '.join(gaps)} is empty but person_{last + 1} is connected: connect the people "
-            "in order (person_i is the reference of the i-th <|image|> marker)"
-        )
-    return [p[0, ..., :3] for p in people if p is not None]  # sizes may differ
 
 
 class FaceAnalysisLoader:
@@ -261,7 +250,7 @@ class IdentitySimilarity:
     ):
         import torch
 
-        references = _people(person_1, person_2, person_3, person_4)
+        references = people_in_order(person_1, person_2, person_3, person_4)
         result = identity_scores(face_analysis, references, generated)
         lines, annotated = [], []
         for g, (scores, matches) in enumerate(zip(result.scores, result.matches, strict=True)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..facediffuser_core.errors import InputError, ModelError
+from ..facediffuser_core.errors import ModelError
 from ..facediffuser_core.subject import (
     CLIP_MEAN,
     CLIP_STD,
@@ -16,6 +16,7 @@ from ..facediffuser_core.subject import (
     tokenize_prompt,
 )
 from ..facediffuser_core.text import encoder_for, special_ids
+from .people import people_in_order
 from .types import CATEGORY, SUBJECT_TYPE
 
 PERSON_TIP = (
@@ -33,19 +34,6 @@ def _hf_tokenizer(clip):
             "output of 'Load Face-diffuser SDM' (SDXL/Flux text encoders cannot be used)"
         )
     return sd1.tokenizer
-
-
-def _person(image: torch.Tensor | None, index: int) -> torch.Tensor | None:
-    if image is None:
-        return None
-    if image.dim() != 4 or image.shape[-1] not in (3, 4):
-        raise InputError(f"person_{index} is not an IMAGE (got shape {tuple(image.shape)})")
-    if image.shape[0] != 1:
-        raise InputError(
-            f"person_{index} holds a batch of {image.shape[0]} images: connect exactly one image "
-            "per person input (person_i binds the i-th <|image|> marker)"
-        )
-    return image[0, ..., :3]
 
 
 class SubjectEncode:
@@ -115,17 +103,7 @@ class SubjectEncode:
         person_4=None,
         object_resolution=512,
     ):
-        people = [
-            _person(img, i + 1) for i, img in enumerate((person_1, person_2, person_3, person_4))
-        ]
-        last = max(i for i, p in enumerate(people) if p is not None)
-        gaps = [f"person_{i + 1}" for i in range(last) if people[i] is None]
-        if gaps:
-            raise InputError(
-                f"{', '.join(gaps)} is empty but person_{last + 1} is connected: connect the "
-                "people in order, person_i for the i-th <|image|> marker"
-            )
-        references = [p for p in people if p is not None]
+        references = people_in_order(person_1, person_2, person_3, person_4)
         require_subjects(parse_prompt(prompt), len(references))  # before any model work
 
         tokenizer = _hf_tokenizer(clip)

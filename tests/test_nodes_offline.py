@@ -280,3 +280,14 @@ def test_inspection_is_rendered_only_when_something_reads_it(host):
     graph["40"] = {"inputs": {"images": ["20", 1]}}
     assert used(graph, "20", (1, 2))
     assert used(None, None, (1, 2))  # called outside a queued graph: assume used
+
+
+def test_person_inputs_are_taken_in_marker_order(host):
+    people = importlib.import_module(f"{PACK}.nodes.people").people_in_order
+    a, b = torch.zeros(1, 8, 6, 3), torch.ones(1, 5, 7, 4)  # sizes may differ; alpha dropped
+    out = people(a, b)
+    assert [t.shape for t in out] == [(8, 6, 3), (5, 7, 3)] and out[1].max() == 1
+    with pytest.raises(host.errors.InputError, match="person_2 is empty but person_3"):
+        people(a, None, b)
+    with pytest.raises(host.errors.InputError, match="person_1 holds a batch of 2"):
+        people(torch.zeros(2, 8, 8, 3))
