@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,6 @@ def _tiny_paths(folder: Path) -> dict[str, Any]:
         "sdm": folder / "SDM" / "pytorch_model.bin",
         "tdm": folder / "TDM" / "pytorch_model.bin",
         "tokenizer": folder / "tokenizer",
-        "references": sorted((folder / "references").glob("*.png")),
     }
 
 
@@ -86,16 +86,57 @@ def _device_and_dtype(device: str, dtype: str) -> tuple[str, Any]:
     return device, getattr(torch, DTYPES[dtype])
 
 
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where the SDM, TDM and tokenizer come from: the user's files or the tiny set."""
+
+    tiny: bool
+    sdm: Path
+    tdm: Path
+    tokenizer: Path
+    tiny_folder: Path | None = None  # the tiny set's folder (references, extras)
+
+
+def _model_paths(args: argparse.Namespace) -> ModelPaths:
+    """--sdm/--tdm/--tokenizer, or the built-in tiny set when neither model is given."""
+    if (args.sdm is None) != (args.tdm is None):
+        raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
+    if args.sdm is None:
+        folder = Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir()
+        paths = ensure_tiny_set(folder)
+        return ModelPaths(True, paths["sdm"], paths["tdm"], paths["tokenizer"], folder)
+    sdm, tdm = Path(args.sdm), Path(args.tdm)
+    for name, path in (("--sdm", sdm), ("--tdm", tdm)):
+        if not path.exists():
+            raise InputError(
+                f"{name} {path} does not exist: download SDM/ and TDM/ from the Hugging Face "
+                "repo CodeGoat24/Face-diffuser (or convert them with 'facediffuser convert')"
+            )
+    return ModelPaths(False, sdm, tdm, _resolve_tokenizer(args.tokenizer, sdm))
+
+
+def _open_pipeline(paths: ModelPaths, device: str, dtype: Any) -> Any:
+    from .models import load_models
+    from .pipeline import FaceDiffuserPipeline
+    from .text import load_tokenizer
+
+    return FaceDiffuserPipeline(
+        load_models(paths.sdm, device=device, dtype=dtype),
+        load_models(paths.tdm, device=device, dtype=dtype),
+        load_tokenizer(paths.tokenizer),
+        device=device,
+    )
+
+
 def _generate(args: argparse.Namespace) -> int:
     from .images import load_image, save_images
     from .inspection import inspection_sheet
-    from .pipeline import FaceDiffuserPipeline, GenerateSettings, check_request
+    from .pipeline import GenerateSettings, check_request
     from .snf import FusionSettings
     from .stages import boundaries_for_steps, boundary_fractions
 
-    tiny = args.sdm is None and args.tdm is None
-    if (args.sdm is None) != (args.tdm is None):
-        raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
+    paths = _model_paths(args)
+    tiny = paths.tiny
     prompt = args.prompt if args.prompt is not None else (TINY_PROMPT if tiny else None)
     if prompt is None:
         raise InputError("give a prompt, e.g. 'a man <|image|> riding a horse'")
@@ -125,32 +166,17 @@ def _generate(args: argparse.Namespace) -> int:
         overlap=args.overlap,
     )
     if tiny:
-        paths = ensure_tiny_set(Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir())
-        sdm_path, tdm_path, tokenizer_path = paths["sdm"], paths["tdm"], paths["tokenizer"]
-        ref_paths = [Path(r) for r in args.ref] or paths["references"][: prompt.count("<|image|>")]
-        print(f"using the built-in tiny models in {sdm_path.parent.parent}", file=sys.stderr)
+        bundled = sorted((paths.tiny_folder / "references").glob("*.png"))
+        ref_paths = [Path(r) for r in args.ref] or bundled[: prompt.count("<|image|>")]
+        print(f"using the built-in tiny models in {paths.tiny_folder}", file=sys.stderr)
     else:
-        sdm_path, tdm_path = Path(args.sdm), Path(args.tdm)
-        for name, path in (("--sdm", sdm_path), ("--tdm", tdm_path)):
-            if not path.exists():
-                raise InputError(
-                    f"{name} {path} does not exist: download SDM/ and TDM/ from the Hugging Face "
-                    "repo CodeGoat24/Face-diffuser (or convert them with 'facediffuser convert')"
-                )
-        tokenizer_path = _resolve_tokenizer(args.tokenizer, sdm_path)
         ref_paths = [Path(r) for r in args.ref]
     references = [load_image(p) for p in ref_paths]
     check_request(settings, references)  # everything cheap is checked before loading models
 
-    from .models import load_models
-    from .text import load_tokenizer
-
     device, dtype = _device_and_dtype(args.device, args.dtype)
     t0 = time.perf_counter()
-    tokenizer = load_tokenizer(tokenizer_path)
-    sdm = load_models(sdm_path, device=device, dtype=dtype)
-    tdm = load_models(tdm_path, device=device, dtype=dtype)
-    pipe = FaceDiffuserPipeline(sdm, tdm, tokenizer, device=device)
+    pipe = _open_pipeline(paths, device, dtype)
     t1 = time.perf_counter()
     result = pipe.generate(settings, references, progress=not args.no_progress)
     t2 = time.perf_counter()
@@ -166,7 +192,7 @@ def _generate(args: argparse.Namespace) -> int:
         "version": __version__,
         "settings": {k: v for k, v in vars(settings).items() if k != "fusion"},
         "fusion": vars(settings.fusion),
-        "models": {"sdm": str(sdm_path), "tdm": str(tdm_path), "tiny": tiny},
+        "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
         "references": [str(p) for p in ref_paths],
         "images": [str(p) for p in image_paths],
         "inspection": [str(p) for p in sheet_paths],
@@ -229,11 +255,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         load_prompts,
     )
     from .images import save_images
-    from .pipeline import FaceDiffuserPipeline, GenerateSettings
+    from .pipeline import GenerateSettings
 
-    tiny = args.sdm is None and args.tdm is None
-    if (args.sdm is None) != (args.tdm is None):
-        raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
+    paths = _model_paths(args)
+    tiny = paths.tiny
     templates = load_prompts(args.prompts)
     limit = args.limit_prompts if args.limit_prompts is not None else (2 if tiny else None)
     templates = templates[:limit] if limit else templates
@@ -242,9 +267,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     faces_root = Path(args.faces) if args.faces else None
     clip_path = Path(args.clip) if args.clip else None
     if tiny:
-        folder = Path(args.tiny_dir) if args.tiny_dir else default_tiny_dir()
-        paths = ensure_tiny_set(folder)
-        sdm_path, tdm_path, tokenizer_path = paths["sdm"], paths["tdm"], paths["tokenizer"]
+        folder = paths.tiny_folder
         tiny_faces, tiny_clip = _tiny_extras(folder)
         faces_root = faces_root or tiny_faces
         clip_path = clip_path or tiny_clip
@@ -253,8 +276,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"using the built-in tiny models in {folder} (scores are meaningless)", file=sys.stderr
         )
     else:
-        sdm_path, tdm_path = Path(args.sdm), Path(args.tdm)
-        tokenizer_path = _resolve_tokenizer(args.tokenizer, sdm_path)
         if not args.people:
             raise InputError("give --people DIR: a folder with one face photo per person")
         people_dir = Path(args.people)
@@ -283,17 +304,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if clip_path is None:
         print("no --clip given: prompt consistency is not scored", file=sys.stderr)
 
-    from .models import load_models
-    from .text import load_tokenizer
-
     device, dtype = _device_and_dtype(args.device, args.dtype)
     clip = ClipScorer(clip_path, device=device) if clip_path is not None else None
-    pipe = FaceDiffuserPipeline(
-        load_models(sdm_path, device=device, dtype=dtype),
-        load_models(tdm_path, device=device, dtype=dtype),
-        load_tokenizer(tokenizer_path),
-        device=device,
-    )
+    pipe = _open_pipeline(paths, device, dtype)
     result = evaluate(
         pipe,
         people,
@@ -330,7 +343,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "people": [p.name for p in people],
             "steps": args.steps,
             "size": size,
-            "models": {"sdm": str(sdm_path), "tdm": str(tdm_path), "tiny": tiny},
+            "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
         },
         out,
         "evaluation",

@@ -199,3 +199,11 @@ def test_tiny_comfyui_layout(tmp_path, capsys):
     assert find_tokenizer(models / "SDM" / "pytorch_model.bin") == models / "tokenizer"
     inputs = sorted(p.name for p in (tmp_path / "input").iterdir())
     assert inputs == ["facediffuser_person_1.png", "facediffuser_person_2.png"]
+
+
+def test_evaluate_names_a_missing_model_before_any_work(tmp_path, capsys):
+    code, _, err = run_cli(
+        ["evaluate", "--sdm", tmp_path / "nope", "--tdm", tmp_path / "nope", "--people", tmp_path],
+        capsys,
+    )
+    assert code == 2 and "--sdm" in err and "does not exist" in err
