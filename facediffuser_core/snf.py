@@ -176,10 +176,23 @@ def fuse_denoised(
     affine. Returns a :class:`FusionResult` whose ``fused`` is a denoised prediction.
     """
     w = guidance_scale
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1, 1, 1, 1)
-    # e_a - e_b = (x0_b - x0_a) / sigma: x cancels, so no epsilon tensor is materialised
-    response_tdm = (tdm_null.float() - tdm_text.float()) * (w / s)
-    response_sdm = (sdm_text.float() - sdm_subject.float()) * (w / s)
+    response_tdm = denoised_response(tdm_null, tdm_text, sigma, w)
+    response_sdm = denoised_response(sdm_text, sdm_subject, sigma, w)
     guided_tdm = tdm_null + w * (tdm_text - tdm_null)
     guided_sdm = sdm_text + w * (sdm_subject - sdm_text)
     return fuse_with_saliency(guided_tdm, guided_sdm, response_tdm, response_sdm, settings)
+
+
+def denoised_response(
+    uncond_x0: torch.Tensor,
+    cond_x0: torch.Tensor,
+    sigma: torch.Tensor | float,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """The epsilon-space CFG response ``w (e_cond - e_uncond)`` from two denoised predictions.
+
+    With ``x = x0 + sigma eps``, ``e_cond - e_uncond = (x0_uncond - x0_cond) / sigma``: x
+    cancels, so no epsilon tensor is materialised. Returned in float32, as saliency needs.
+    """
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=cond_x0.device).reshape(-1, 1, 1, 1)
+    return (uncond_x0.float() - cond_x0.float()) * (guidance_scale / s)

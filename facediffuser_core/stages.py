@@ -13,6 +13,7 @@ samplers and sensibly for samplers that evaluate between scheduled sigmas.
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Sequence
 
@@ -98,21 +99,32 @@ def _round_half_up(value: float) -> int:
     return int(value + 0.5 + 1e-9)
 
 
-def step_index_for_sigma(sigma: float | torch.Tensor, schedule_sigmas: torch.Tensor) -> int:
-    """The step whose interval ``[sigma_{i+1}, sigma_i]`` contains ``sigma``.
+class SigmaSteps:
+    """The step of any sigma of one schedule, with the schedule prepared once per run.
 
     ``schedule_sigmas`` is the descending schedule including the final sigma (length
     steps + 1). A scheduled sigma ``sigma_i`` maps to step ``i``; a sigma between two
-    scheduled ones (SDE or second-order samplers) maps to the step of the interval it
-    lies in; the final sigma maps to the last step.
+    scheduled ones (SDE or second-order samplers) maps to the step of the interval
+    ``[sigma_{i+1}, sigma_i]`` it lies in; the final sigma maps to the last step.
     """
-    sigmas = torch.as_tensor(schedule_sigmas, dtype=torch.float64).flatten()
-    if sigmas.numel() < 2:
-        raise InputError("a sigma schedule needs at least two entries (start and end)")
-    s = float(torch.as_tensor(sigma, dtype=torch.float64).flatten()[0])
-    starts = sigmas[:-1]
-    index = int((starts >= s * (1.0 - 1e-5)).sum().item()) - 1
-    return min(max(index, 0), starts.numel() - 1)
+
+    def __init__(self, schedule_sigmas: Sequence[float] | torch.Tensor) -> None:
+        sigmas = torch.as_tensor(schedule_sigmas, dtype=torch.float64).flatten()
+        if sigmas.numel() < 2:
+            raise InputError("a sigma schedule needs at least two entries (start and end)")
+        self._ascending_starts = sorted(float(s) for s in sigmas[:-1])
+        self.steps = sigmas.numel() - 1
+
+    def __call__(self, sigma: float | torch.Tensor) -> int:
+        s = float(torch.as_tensor(sigma).flatten()[0]) if not isinstance(sigma, float) else sigma
+        # starts >= s (1 - 1e-5), counted from the top of the descending schedule
+        at_or_above = self.steps - bisect.bisect_left(self._ascending_starts, s * (1.0 - 1e-5))
+        return min(max(at_or_above - 1, 0), self.steps - 1)
+
+
+def step_index_for_sigma(sigma: float | torch.Tensor, schedule_sigmas: torch.Tensor) -> int:
+    """The step whose interval ``[sigma_{i+1}, sigma_i]`` contains ``sigma`` (see SigmaSteps)."""
+    return SigmaSteps(schedule_sigmas)(sigma)
 
 
 def step_indices(timesteps: Sequence[int] | torch.Tensor) -> list[int]:

@@ -1,188 +1,26 @@
-"""SNF sampling in ComfyUI: a GUIDER for SamplerCustomAdvanced and a one-node KSampler.
+"""SNF sampling nodes: the guider for SamplerCustomAdvanced, a one-node KSampler, inspection.
 
-The guider runs Face-diffuser's three stages inside ComfyUI's own sampling: every sampler
-and scheduler calls ``predict_noise(x, sigma)``, which finds the step that sigma belongs
-to, calls the model(s) of that step's stage and, in the fusion stage, fuses the two guided
-predictions with the engine's SNF (saliency on epsilon recovered from the denoised output).
-Both MODELs are loaded through ComfyUI's model management for the whole run.
+The sampling itself is :class:`guider.SNFGuider`; these nodes are its forms.
 """
 
 from __future__ import annotations
 
-import comfy.latent_formats
 import comfy.model_management as mm
-import comfy.model_patcher
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
 import torch
 
-from ..facediffuser_core.errors import InputError, ModelError
+from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
 from ..facediffuser_core.sampling import StepRecord
-from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings, fuse_denoised
-from ..facediffuser_core.stages import (
-    Stage,
-    boundaries_for_steps,
-    boundary_fractions,
-    stage_for_step,
-    step_index_for_sigma,
-)
+from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings
+from ..facediffuser_core.stages import boundary_fractions
+from .guider import VAE_FACTOR, SNFGuider, check_latent
 from .types import CATEGORY, SNF_TYPE
 
 SCENE_END, FUSION_END = boundary_fractions()  # the paper's 15 / 30 of 50 steps: 0.32, 0.62
-VAE_FACTOR = 8  # SD1.5
-
-
-def check_sd15(model, role: str) -> None:
-    """ModelError unless ``model`` is an epsilon-prediction SD1.5-family MODEL."""
-    base = getattr(model, "model", None)
-    if base is None or not hasattr(base, "latent_format"):
-        raise ModelError(f"the {role} input is not a ComfyUI MODEL")
-    if not isinstance(base.latent_format, comfy.latent_formats.SD15):
-        raise ModelError(
-            f"the {role} MODEL is a {type(base.model_config).__name__} model, not SD1.5: "
-            "Face-diffuser's TDM and SDM are SD1.5 models (SDXL, SD3, Flux cannot be fused)"
-        )
-    prediction = prediction_type(model)
-    if prediction != "EPS":
-        raise ModelError(
-            f"the {role} MODEL predicts {prediction}, but SNF needs epsilon prediction: use an "
-            "SD1.5 epsilon model (v-prediction models, or a ModelSampling patch to v_prediction, "
-            "are refused)"
-        )
-
-
-def prediction_type(model) -> str:
-    """EPS, V_PREDICTION, X0, ... of a MODEL, honouring ModelSampling patches on it."""
-    sampling = model.get_model_object("model_sampling")
-    for cls in type(sampling).__mro__:  # prediction classes are the UPPER_CASE ones
-        if cls.__module__ == "comfy.model_sampling" and cls.__name__.isupper():
-            return cls.__name__
-    return type(sampling).__name__
-
-
-def _context_dim(model) -> int | None:
-    return model.model.model_config.unet_config.get("context_dim")
-
-
-def _check_width(name: str, conditioning, model, role: str) -> None:
-    """ModelError if a CONDITIONING was encoded by a text encoder of the wrong width."""
-    expected = _context_dim(model)
-    for tensor, _ in conditioning:
-        if expected is not None and tensor.shape[-1] != expected:
-            raise ModelError(
-                f"'{name}' is {tensor.shape[-1]}-wide but the {role} reads {expected}-wide text: "
-                f"encode it with the {role}'s CLIP (the SDM's CLIP for text and subject; the "
-                "TDM's prompts may use either when both are SD1.5)"
-            )
-
-
-class SNFGuider(comfy.samplers.CFGGuider):
-    """TDM -> SNF -> SDM as a ComfyUI guider. Per-run state is reset in :meth:`sample`."""
-
-    def __init__(
-        self,
-        tdm,
-        sdm,
-        cfg: float,
-        fractions: tuple[float, float],
-        fusion: FusionSettings = PAPER_FUSION,
-    ):
-        check_sd15(tdm, "TDM")
-        check_sd15(sdm, "SDM")
-        boundaries_for_steps(fractions, 50)  # validates the fractions early
-        model = tdm.clone()
-        # Loaded together by ComfyUI's model management for the run: the fusion stage needs both.
-        model.set_additional_models("facediffuser_sdm", [sdm])
-        super().__init__(model)
-        self.sdm = sdm
-        self.fractions = fractions
-        self.fusion = fusion
-        self.set_cfg(cfg)
-        self.last_records: list[StepRecord] = []
-        self._records: dict[int, StepRecord] = {}
-
-    def set_conds(self, negative, text, subject, tdm_text=None):  # noqa: D102 - 3 or 4 conds
-        """TDM: [negative, tdm_text or text]; SDM: [text, subject] (text is its unconditional)."""
-        tdm_positive = text if tdm_text is None else tdm_text
-        for name, cond, model, role in (
-            ("negative", negative, self.model_patcher, "TDM"),
-            (
-                "tdm_text" if tdm_text is not None else "text",
-                tdm_positive,
-                self.model_patcher,
-                "TDM",
-            ),
-            ("text", text, self.sdm, "SDM"),
-            ("subject", subject, self.sdm, "SDM"),
-        ):
-            _check_width(name, cond, model, role)
-        self.inner_set_conds(
-            {"negative": negative, "positive": tdm_positive, "sdm_text": text, "subject": subject}
-        )
-
-    def sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        steps = sigmas.shape[-1] - 1
-        self._sigmas = sigmas.detach().float().cpu()
-        self._bounds = boundaries_for_steps(self.fractions, max(steps, 1))
-        self._records = {}
-        self._sdm_options = None
-        try:
-            return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
-        finally:
-            self.last_records = [self._records[k] for k in sorted(self._records)]
-
-    def outer_sample(self, *args, **kwargs):
-        # calc_cond_batch needs the SDM's current_patcher, which only pre_run() sets.
-        self.sdm.pre_run()
-        try:
-            return super().outer_sample(*args, **kwargs)
-        finally:
-            self.sdm.cleanup()
-
-    def _sdm_model_options(self, model_options):
-        if self._sdm_options is None:
-            options = comfy.model_patcher.create_model_options_clone(self.sdm.model_options)
-            shared = model_options.get("transformer_options", {})
-            transformer = options.setdefault("transformer_options", {})
-            if "sample_sigmas" in shared:
-                transformer["sample_sigmas"] = shared["sample_sigmas"]
-            self._sdm_options = options
-        return self._sdm_options
-
-    def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - host API
-        step = step_index_for_sigma(timestep, self._sigmas)
-        stage = stage_for_step(step, *self._bounds)
-        negative = self.conds.get("negative")
-        tdm_text = self.conds.get("positive")
-        text = self.conds.get("sdm_text")
-        subject = self.conds.get("subject")
-        record = StepRecord(step=step, timestep=float(timestep.flatten()[0]), stage=stage)
-        self._records[step] = record
-        if stage is Stage.SCENE:
-            return comfy.samplers.sampling_function(
-                self.inner_model, x, timestep, negative, tdm_text, self.cfg, model_options, seed
-            )
-        sdm_options = self._sdm_model_options(model_options)
-        if stage is Stage.SUBJECT:
-            return comfy.samplers.sampling_function(
-                self.sdm.model, x, timestep, text, subject, self.cfg, sdm_options, seed
-            )
-        null_x0, text_x0 = comfy.samplers.calc_cond_batch(
-            self.inner_model, [negative, tdm_text], x, timestep, model_options
-        )
-        text_x0_sdm, subject_x0 = comfy.samplers.calc_cond_batch(
-            self.sdm.model, [text, subject], x, timestep, sdm_options
-        )
-        fused = fuse_denoised(
-            x, timestep, null_x0, text_x0, text_x0_sdm, subject_x0, self.cfg, self.fusion
-        )
-        record.saliency_tdm = fused.saliency_tdm.detach()
-        record.saliency_sdm = fused.saliency_sdm.detach()
-        record.sdm_mask = fused.sdm_mask.detach()
-        return fused.fused
 
 
 def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -489,11 +327,7 @@ class SNFKSampler:
         unique_id=None,
     ):
         samples = latent_image["samples"]
-        if samples.dim() != 4 or samples.shape[1] != 4:
-            raise InputError(
-                f"the latent has shape {tuple(samples.shape)}, but SD1.5 latents have 4 channels: "
-                "use an 'Empty Latent Image' (not an SD3/Flux latent)"
-            )
+        check_latent(samples)
         guider = SNFGuider(
             tdm_model, sdm_model, cfg, _check_fractions(scene_end, fusion_end), snf or PAPER_FUSION
         )

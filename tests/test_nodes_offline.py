@@ -54,7 +54,7 @@ def _fake_host() -> dict[str, types.ModuleType]:
 
         def outer_sample(self, noise, latent_image, sampler, sigmas, *args, **kwargs):
             self.inner_model = self.model_patcher.model
-            options = {"transformer_options": {"sample_sigmas": sigmas}}
+            options = {**self.model_options, "transformer_options": {"sample_sigmas": sigmas}}
             return sampler(self, sigmas, options, noise)
 
     def calc_cond_batch(model, conds, x, timestep, options):
@@ -62,8 +62,16 @@ def _fake_host() -> dict[str, types.ModuleType]:
         return [x * 0 + model.bias + _value(cond) for cond in conds]
 
     def sampling_function(model, x, timestep, uncond, cond, cfg, options, seed=None):
+        """ComfyUI's order: predict [cond, uncond], pre-CFG hooks, CFG (or its hook)."""
         calls.append(("cfg", model.name, (uncond, cond), float(timestep[0])))
-        return x * 0 + model.bias + _value(uncond) + cfg * (_value(cond) - _value(uncond))
+        pattern = getattr(model, "pattern", 1.0)  # a spatial pattern makes saliency vary
+        out = [x * 0 + model.bias + _value(c) * pattern for c in (cond, uncond)]
+        for fn in options.get("sampler_pre_cfg_function", []):
+            out = fn({"conds_out": out, "cond_scale": cfg, "input": x, "sigma": timestep})
+        if "sampler_cfg_function" in options:
+            args = {"cond": x - out[0], "uncond": x - out[1], "cond_scale": cfg, "input": x}
+            return x - options["sampler_cfg_function"](args)
+        return out[1] + (out[0] - out[1]) * cfg
 
     model_sampling = _module("comfy.model_sampling")
     exec(
@@ -90,6 +98,8 @@ def _fake_host() -> dict[str, types.ModuleType]:
             "comfy.model_management",
             get_torch_device=lambda: "cpu",
             intermediate_device=lambda: "cpu",
+            get_total_memory=lambda device=None: 1024**3,
+            throw_exception_if_processing_interrupted=lambda: None,
         ),
         "comfy.model_patcher": _module(
             "comfy.model_patcher", create_model_options_clone=lambda o: {**o}
@@ -143,6 +153,8 @@ class FakePatcher:
             bias=bias,
             latent_format=getattr(lf, latent)(),
             model_config=types.SimpleNamespace(unet_config={"context_dim": context}),
+            # ComfyUI's SD1.5 estimate without flash attention: 0.15 MiB per latent cell
+            memory_required=lambda shape: shape[0] * shape[2] * shape[3] * 0.15 * 1024**2,
         )
         self.model_options = {"transformer_options": {}}
         self._sampling = sampling_cls()
@@ -207,7 +219,7 @@ def test_guider_routes_each_stage_to_its_models(host):
     calls = _run(host, guider, sigmas)
     kinds = [(kind, name) for kind, name, _, _ in calls]
     assert kinds[:3] == [("cfg", "tdm")] * 3
-    assert kinds[3:9] == [("batch", "tdm"), ("batch", "sdm")] * 3
+    assert kinds[3:9] == [("cfg", "tdm"), ("cfg", "sdm")] * 3
     assert kinds[9:] == [("cfg", "sdm")] * 4
     # TDM reads [negative, text]; SDM reads [text, subject]
     assert calls[0][2] == (negative, text) and calls[3][2] == (negative, text)
@@ -291,3 +303,103 @@ def test_person_inputs_are_taken_in_marker_order(host):
         people(a, None, b)
     with pytest.raises(host.errors.InputError, match="person_1 holds a batch of 2"):
         people(torch.zeros(2, 8, 8, 3))
+
+
+def _final_denoised(host, guider, sigmas, x=None):
+    """Run the guider and return each step's prediction, in step order."""
+    x = torch.zeros(1, 4, 8, 8) if x is None else x
+    outs = []
+
+    def sampler(g, sigmas, options, noise):
+        for s in sigmas[:-1].tolist():
+            outs.append(g.predict_noise(x, torch.tensor([s]), options))
+        return noise
+
+    guider.sample(x, x, sampler, sigmas)
+    return outs
+
+
+def test_cfg_hooks_of_each_model_apply_in_the_fusion_stage(host):
+    """A sampler_cfg_function (RescaleCFG and friends) on a MODEL changes its fused steps too."""
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 0.0)
+    sdm.model.pattern = torch.linspace(0, 1, 64).reshape(8, 8)
+    plain = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.0, 1.0))  # every step fuses
+    plain.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    before = _final_denoised(host, plain, torch.linspace(10, 0, 5))
+
+    hooked = FakePatcher(host, "sdm", 0.0)
+    hooked.model.pattern = sdm.model.pattern
+    hooked.model_options = {"sampler_cfg_function": lambda args: args["cond"] * 0 + 123.0}
+    guider = host.sampling.SNFGuider(tdm, hooked, 5.0, (0.0, 1.0))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    after = _final_denoised(host, guider, torch.linspace(10, 0, 5))
+    for step, (a, b, record) in enumerate(zip(before, after, guider.last_records, strict=True)):
+        won = record.sdm_mask.bool().expand_as(b)
+        assert won.any(), step
+        # where the SDM supplied the prediction it is the hook's: x - 123
+        assert torch.equal(b[won], torch.full_like(b[won], -123.0))
+        assert not torch.equal(a, b)
+    # the saliency still comes from the raw predictions (hook-free): same SNF choices
+    assert [r.sdm_mask.sum() for r in plain.last_records] == [
+        r.sdm_mask.sum() for r in guider.last_records
+    ]
+
+
+def test_pre_cfg_hooks_see_the_predictions_and_keep_their_effect(host):
+    seen = []
+
+    def hook(args):
+        seen.append(len(args["conds_out"]))
+        return [t + 1.0 for t in args["conds_out"]]
+
+    tdm = FakePatcher(host, "tdm", 0.0)
+    tdm.model_options = {"sampler_pre_cfg_function": [hook]}
+    guider = host.sampling.SNFGuider(tdm, FakePatcher(host, "sdm", 0.0), 5.0, (0.0, 1.0))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    outs = _final_denoised(host, guider, torch.linspace(10, 0, 3))
+    assert seen == [2, 2]  # the TDM's hook ran once per fused step
+    tdm_won = ~guider.last_records[0].sdm_mask.bool().expand_as(outs[0])
+    # TDM guided = (0+1) + 5 ((1+1) - (0+1)) = 6 where the TDM won
+    assert torch.equal(outs[0][tdm_won], torch.full_like(outs[0][tdm_won], 6.0))
+
+
+def test_a_nan_prediction_stops_with_step_stage_and_cause(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", float("nan"))
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    with pytest.raises(host.errors.ModelError) as err:
+        _final_denoised(host, guider, torch.linspace(10, 0, 11))
+    message = str(err.value)
+    assert message.startswith("the SDM produced NaN/inf at step 3 (fusion stage)")
+    assert "fp16 overflow" in message and "--force-fp32" in message
+    assert "nothing was saved" in message
+
+
+def test_a_nan_input_latent_is_refused_before_sampling(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 0.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    host.calls.clear()
+    latent = torch.zeros(1, 4, 8, 8)
+    latent[0, 0, 0, 0] = float("nan")
+    with pytest.raises(host.errors.InputError, match="input latent contains NaN"):
+        guider.sample(latent, latent, None, torch.linspace(10, 0, 3))
+    assert host.calls == [] and sdm.pre_runs == 0  # refused before any model work
+
+
+def test_sizes_that_cannot_fit_are_refused_with_the_largest_that_fits(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 0.0)
+    guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.32, 0.62))
+    guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+    huge = torch.zeros(1, 4, 1024, 1024)  # 8192x8192: 307 GiB by ComfyUI's estimate
+    with pytest.raises(host.errors.InputError) as err:
+        guider.sample(huge, huge, None, torch.linspace(10, 0, 3))
+    message = str(err.value)
+    assert message.startswith("8192x8192 (batch 1) needs about 307.2 GiB for one model call")
+    # 1 GiB fake device: 2 * h * w * 0.15 MiB <= 1 GiB gives 448x448 in steps of 64
+    fit = message.split("use at most about ")[1].split(" ")[0]
+    w, h = (int(v) for v in fit.split("x"))
+    assert w == h and w % 64 == 0
+    area = 2 * (w // 8) * (h // 8) * 0.15 * 1024**2
+    assert area <= 1024**3 < 2 * ((w + 64) // 8) * ((h + 64) // 8) * 0.15 * 1024**2
+    assert sdm.pre_runs == 0
