@@ -70,6 +70,27 @@ class ModelTimer:
 TIMER: ModelTimer | None = None
 
 
+class GuardTimer:
+    """Adds up the wall time of the SNF guider's non-finite check (its per-call guard)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        guider = importlib.import_module(f"{PACK}.nodes.guider").SNFGuider
+        original = guider._finite
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        guider._finite = timed
+
+
+GUARD: GuardTimer | None = None
+
+
 def setup(comfy_nodes, pack, folder: Path):
     tiny = importlib.import_module(f"{PACK}.facediffuser_core.tiny")
     tiny.write_tiny_set(folder, comfyui=True)
@@ -96,9 +117,11 @@ def run_once(variant, comfy_nodes, pack, sdm, tdm, conds, size, batch, steps):
     sampling = importlib.import_module(f"{PACK}.nodes.sampling")
     negative, text, subject = conds
     latent = {"samples": torch.zeros(batch, 4, size // 8, size // 8)}
-    global TIMER
+    global TIMER, GUARD
     TIMER = TIMER or ModelTimer()
     TIMER.reset()
+    GUARD = GUARD or GuardTimer()
+    GUARD.seconds = 0.0
     tdm_model, sdm_model = tdm.model, (sdm.model if sdm is not None else None)
     t0 = time.perf_counter()
     if variant == "snf":
@@ -123,7 +146,12 @@ def run_once(variant, comfy_nodes, pack, sdm, tdm, conds, size, batch, steps):
             tdm_model, 0, steps, 5.0, "ddim", "ddim_uniform", text, negative, latent
         )
     total = time.perf_counter() - t0
-    return {"total_s": total, "model_s": TIMER.seconds, "calls": TIMER.calls}
+    return {
+        "total_s": total,
+        "model_s": TIMER.seconds,
+        "calls": TIMER.calls,
+        "guard_s": GUARD.seconds,
+    }
 
 
 def peak(args, comfy_nodes, pack, folder: Path) -> int:
@@ -192,6 +220,9 @@ def main() -> int:
                         ),
                         "stock_loop_over_model": statistics.median(
                             r["total_s"] / r["model_s"] for r in runs["stock"]
+                        ),
+                        "snf_guard_share": statistics.median(
+                            r["guard_s"] / r["total_s"] for r in runs["snf"]
                         ),
                         "snf_s": statistics.median(r["total_s"] for r in runs["snf"]),
                         "stock_s": statistics.median(r["total_s"] for r in runs["stock"]),

@@ -166,14 +166,16 @@ def markdown(result: dict) -> str:
             "## Inside ComfyUI: SNF KSampler vs stock KSampler (same model, steps, "
             "sampler ddim/ddim_uniform, size; alternating A B)",
             "",
-            "| image | batch | SNF / stock | min-max | SNF loop / model | stock loop / model |",
-            "|---|---|---|---|---|---|",
+            "| image | batch | SNF / stock | min-max | SNF loop / model | stock loop / model "
+            "| NaN guard share |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in c["rows"]:
             out.append(
                 f"| {r['size']}x{r['size']} | {r['batch']} | {r['snf_over_stock']:.3f} | "
                 f"{r['snf_over_stock_min']:.3f}-{r['snf_over_stock_max']:.3f} | "
-                f"{r['snf_loop_over_model']:.3f} | {r['stock_loop_over_model']:.3f} |"
+                f"{r['snf_loop_over_model']:.3f} | {r['stock_loop_over_model']:.3f} | "
+                f"{100 * r.get('snf_guard_share', 0.0):.3f} % |"
             )
         snf = c["peak"]["snf"]["peak_rss_kb"] / 1024
         stock = c["peak"]["stock"]["peak_rss_kb"] / 1024
