@@ -1,166 +1,45 @@
 """The pack inside a real ComfyUI: every shipped workflow, errors, samplers, guider reuse.
 
-Needs a ComfyUI snapshot and the ``comfy-host`` tool (see README, "Tests"):
+Needs a ComfyUI checkout and its python (see README, "Tests"):
 
-    COMFY_SNAPSHOT_GIT=/path/to/ComfyUI.git python -m pytest -q tests/integration
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python \
+        python -m pytest -q tests/integration
 
-Without them the whole module is skipped with the reason printed.
+Without them the whole module is skipped with the reason printed. The launcher, the
+``server`` fixture and the HTTP helpers are in _host.py and conftest.py.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import os
-import shutil
-import subprocess
 import time
-import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from _host import (
+    API_DIR,
     AVAILABLE,
-    COMFY_HOST,
-    ROOT,
+    FULL_SIZE,
+    NO_FACE,
     SKIP_REASON,
-    SNAPSHOT,
-    free_port,
-    install_requirements_like_the_manager,
+    SMALL,
+    STEPS,
+    STOCK_SD15,
+    UI_DIR,
+    _expect_error,
+    _post,
+    error_text,
+    fusion_steps,
+    images_of,
+    load_api,
+    object_info,
+    queue,
+    shrink,
+    succeeded,
 )
-
-API_DIR = ROOT / "workflows" / "api"
-UI_DIR = ROOT / "workflows"
-SMALL, STEPS = 64, 8
-STOCK_SD15 = "tiny-sd15.safetensors"  # written by `comfy-host tiny-models`
-FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 2.3 GB, ~1 min more
 
 if not AVAILABLE:
     pytest.skip(SKIP_REASON, allow_module_level=True)
-
-
-def _host(*args: str, env: dict, timeout: int = 900) -> str:
-    proc = subprocess.run(
-        [str(COMFY_HOST), *args], capture_output=True, text=True, env=env, timeout=timeout
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"comfy-host {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
-NO_FACE = "facediffuser_no_face.png"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
-
-    tiny = tmp_path_factory.mktemp("comfy-tiny")
-    write_tiny_set(tiny, comfyui=True)
-    if FULL_SIZE:  # SD1.5-sized random weights beside the tiny ones, as full/SDM/...
-        full = tmp_path_factory.mktemp("comfy-full")
-        write_tiny_set(full, full_size=True)
-        shutil.move(str(full), str(tiny / "models" / "facediffuser" / "full"))
-    host_dir = os.environ.get(
-        "COMFY_HOST_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "comfyui-host")
-    )
-    env = {
-        **os.environ,
-        "COMFY_SNAPSHOT_GIT": SNAPSHOT,
-        "COMFY_HOST_DIR": host_dir,
-        "COMFY_MODELS_DIR": str(tiny / "models"),
-    }
-    _host("setup", env=env)
-    install_requirements_like_the_manager(Path(host_dir) / "venv" / "bin" / "python")
-    _host("tiny-models", str(tiny / "models"), env=env)  # a stock-loadable SD1.5 checkpoint
-    inputs = Path(host_dir) / "ComfyUI" / "input"
-    for image in (tiny / "input").iterdir():
-        shutil.copy(image, inputs / image.name)
-    from PIL import Image
-
-    Image.new("RGB", (96, 128), (20, 30, 120)).save(inputs / NO_FACE)  # nothing skin-coloured
-    port = free_port()
-    _host("start", str(ROOT), str(port), env=env, timeout=600)
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "env": env, "root": Path(host_dir)}
-    finally:
-        subprocess.run([str(COMFY_HOST), "stop"], env=env, capture_output=True, timeout=120)
-
-
-def _post(url: str, payload: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw.strip() else {}
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def queue(server, api: dict, timeout: float = 300) -> dict:
-    """POST a prompt and wait for its /history entry (or return the 400 body)."""
-    status, body = _post(f"{server['url']}/prompt", {"prompt": api, "client_id": "fd-tests"})
-    if status != 200:
-        return {"rejected": body}
-    prompt_id = body["prompt_id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{server['url']}/history/{prompt_id}", timeout=30) as r:
-            history = json.load(r)
-        if (
-            prompt_id in history
-            and history[prompt_id].get("status", {}).get("completed") is not None
-        ):
-            entry = history[prompt_id]
-            if entry["status"].get("status_str") in ("success", "error"):
-                return entry
-        time.sleep(0.2)
-    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
-
-
-def succeeded(entry: dict) -> bool:
-    return entry.get("status", {}).get("status_str") == "success"
-
-
-def error_text(entry: dict) -> str:
-    if "rejected" in entry:
-        return json.dumps(entry["rejected"])
-    messages = entry.get("status", {}).get("messages", [])
-    return json.dumps([m for m in messages if m[0] == "execution_error"])
-
-
-def shrink(api: dict, steps: int = STEPS) -> dict:
-    api = copy.deepcopy(api)
-    for node in api.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "EmptyLatentImage":
-            inputs["width"] = inputs["height"] = SMALL
-        if "steps" in inputs:
-            inputs["steps"] = steps
-    return api
-
-
-def images_of(entry: dict, node_id: str) -> list[dict]:
-    return entry.get("outputs", {}).get(node_id, {}).get("images", [])
-
-
-def load_api(name: str) -> dict:
-    return json.loads((API_DIR / name).read_text())
-
-
-def fusion_steps(steps: int) -> int:
-    from facediffuser_core.stages import (
-        Stage,
-        boundaries_for_steps,
-        boundary_fractions,
-        stage_counts,
-    )
-
-    start, final = boundaries_for_steps(boundary_fractions(), steps)
-    return stage_counts(start, final, steps)[Stage.FUSION]
 
 
 API_FILES = sorted(p.name for p in API_DIR.glob("*.json"))
@@ -195,11 +74,21 @@ def test_inspect_workflow_outputs_one_mask_per_fusion_step(server):
     assert len(images_of(entry, "43")) == 2  # the two reference crops
 
 
+def _ui_to_api(server, ui: dict) -> dict:
+    """comfy-cli's converter when installed (an independent check), else the pack's own."""
+    info = object_info(server)
+    try:
+        from comfy_cli.workflow_to_api import convert_ui_to_api
+    except ImportError:
+        from facediffuser_core.apiqueue import ui_to_api
+
+        return ui_to_api(ui, info)
+    return convert_ui_to_api(ui, info)
+
+
 @pytest.mark.parametrize("name", UI_FILES)
-def test_ui_workflow_converts_to_its_api_twin_and_runs(server, name, tmp_path):
-    out = tmp_path / "converted.json"
-    _host("ui2api", str(UI_DIR / name), str(out), env=server["env"])
-    converted = json.loads(out.read_text())
+def test_ui_workflow_converts_to_its_api_twin_and_runs(server, name):
+    converted = _ui_to_api(server, json.loads((UI_DIR / name).read_text()))
     twin = load_api(name)
     assert {k: n["class_type"] for k, n in converted.items()} == {
         k: n["class_type"] for k, n in twin.items()
@@ -240,14 +129,6 @@ def test_guider_works_with_every_kind_of_sampler(server, sampler):
     assert succeeded(entry), error_text(entry)
     # one record per step, whatever the sampler evaluates in between
     assert len(images_of(entry, "51")) == fusion_steps(8)
-
-
-def _expect_error(server, api: dict, *fragments: str) -> None:
-    entry = queue(server, api)
-    assert not succeeded(entry)
-    text = error_text(entry)
-    for fragment in fragments:
-        assert fragment in text, text
 
 
 def test_marker_and_image_count_mismatch(server):

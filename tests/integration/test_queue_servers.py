@@ -1,12 +1,12 @@
 """``facediffuser queue`` against two real ComfyUI servers with the tiny models.
 
-Two ComfyUI processes from one snapshot (``comfy-host setup``), each with its own base
-directory (custom_nodes, input, output, user) on its own loopback port, run a batch: the
-items are spread over both, outputs downloaded, a second run resumes without queuing
-anything again, a model only one server has sends the items there, and a server that dies
-mid-batch leaves its items to the other. Needs what tests/integration/test_comfyui.py needs:
+Two ComfyUI processes from one checkout, each with its own base directory (custom_nodes,
+input, output, user) on its own loopback port, run a batch: the items are spread over both,
+outputs downloaded, a second run resumes without queuing anything again, a model only one
+server has sends the items there, and a server that dies mid-batch leaves its items to the
+other. Needs what tests/integration/test_comfyui.py needs:
 
-    COMFY_SNAPSHOT_GIT=/path/to/ComfyUI.git \
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/python \
         python -m pytest -q tests/integration/test_queue_servers.py
 """
 
@@ -14,24 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from _host import (
-    AVAILABLE,
-    COMFY_HOST,
-    ROOT,
-    SKIP_REASON,
-    SNAPSHOT,
-    free_port,
-    install_requirements_like_the_manager,
-)
+from _host import AVAILABLE, ROOT, SKIP_REASON, ComfyServer
 
 from facediffuser_core import apiqueue as aq
 from facediffuser_core.cli import main
@@ -42,113 +32,18 @@ if not AVAILABLE:
     pytest.skip(SKIP_REASON, allow_module_level=True)
 
 
-class Server:
-    """One ComfyUI process (the flags of ``comfy-host start``) with its own base directory."""
-
-    def __init__(self, host_dir: Path, base: Path, models: Path, inputs: Path):
-        self.host_dir, self.base, self.models = host_dir, base, models
-        for sub in ("custom_nodes", "input", "output", "user"):
-            (base / sub).mkdir(parents=True, exist_ok=True)
-        link = base / "custom_nodes" / "facediffuser"
-        if not link.exists():
-            link.symlink_to(ROOT, target_is_directory=True)
-        for image in inputs.iterdir():
-            shutil.copy(image, base / "input" / image.name)
-        (base / "extra_model_paths.yaml").write_text(
-            f"tiny:\n  base_path: {models}\n  facediffuser: facediffuser\n"
-            "  insightface: insightface\n"
-        )
-        self.port = 0
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 240) -> None:
-        comfy = self.host_dir / "ComfyUI"
-        flags = (comfy / "comfy" / "cli_args.py").read_text()
-        args = [
-            str(self.host_dir / "venv" / "bin" / "python"),
-            "main.py",
-            "--cpu",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(self.port or free_port()),
-            "--disable-auto-launch",
-            "--preview-method",
-            "none",
-            "--base-directory",
-            str(self.base),
-            "--extra-model-paths-config",
-            str(self.base / "extra_model_paths.yaml"),
-        ]
-        self.port = int(args[args.index("--port") + 1])
-        if '"--disable-api-nodes"' in flags:
-            args.append("--disable-api-nodes")
-        if '"--database-url"' in flags:
-            args += ["--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "DO_NOT_TRACK": "1",
-            "PYTHONUNBUFFERED": "1",
-        }
-        log = open(self.base / "server.log", "ab")  # noqa: SIM115 - kept open for the process
-        self.proc = subprocess.Popen(
-            args, cwd=comfy, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited at start-up; see {self.base / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/object_info/KSampler", timeout=5):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"ComfyUI did not answer in {timeout} s; see {self.base}/server.log")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def history_count(self) -> int:
-        with urllib.request.urlopen(f"{self.url}/history", timeout=30) as response:
-            return len(json.load(response))
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
-
-    tiny = tmp_path_factory.mktemp("queue-tiny")
-    write_tiny_set(tiny, comfyui=True)
-    host_dir = Path(
-        os.environ.get(
-            "COMFY_HOST_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "comfyui-host")
-        )
-    )
-    env = {**os.environ, "COMFY_SNAPSHOT_GIT": SNAPSHOT, "COMFY_HOST_DIR": str(host_dir)}
-    subprocess.run(
-        [str(COMFY_HOST), "setup"], check=True, capture_output=True, env=env, timeout=1800
-    )
-    install_requirements_like_the_manager(host_dir / "venv" / "bin" / "python")
+def servers(comfyui, tiny_models, tmp_path_factory):
+    comfy_dir, python = comfyui
     bases = tmp_path_factory.mktemp("queue-servers")
-    pair = [Server(host_dir, bases / name, tiny / "models", tiny / "input") for name in ("a", "b")]
+    pair = [ComfyServer(comfy_dir, python, bases / name, tiny_models / "models") for name in "ab"]
+    for server in pair:
+        for image in (tiny_models / "input").iterdir():
+            shutil.copy(image, server.base / "input" / image.name)
     # a model only server b has: items that need it must go there
     only_b = pair[1].base / "models" / "facediffuser" / "only-b"
     (only_b / "SDM").mkdir(parents=True)
-    source = tiny / "models" / "facediffuser"
+    source = tiny_models / "models" / "facediffuser"
     (only_b / "SDM" / "pytorch_model.bin").symlink_to(source / "SDM" / "pytorch_model.bin")
     (only_b / "tokenizer").symlink_to(source / "tokenizer", target_is_directory=True)
     try:
