@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the `server` fixture is imported from test_comfyui
 """Inside a real ComfyUI: host patches apply in every stage; unsafe runs stop before harm.
 
 Graphs are built here, wired differently from the shipped workflows: RescaleCFG and weight
@@ -14,14 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_comfyui import (  # noqa: F401 - `server` is a fixture
-    error_text,
-    load_api,
-    queue,
-    server,
-    shrink,
-    succeeded,
-)
+from _host import error_text, load_api, queue, shrink, succeeded
 
 _prefixes = itertools.count()
 
@@ -42,7 +34,7 @@ def _latent(server, api: dict) -> torch.Tensor:
     entry = queue(server, api)
     assert succeeded(entry), error_text(entry)
     saved = entry["outputs"]["40"]["latents"][0]
-    path = server["root"] / "ComfyUI" / "output" / saved["subfolder"] / saved["filename"]
+    path = server["base"] / "output" / saved["subfolder"] / saved["filename"]
     return load_file(str(path))["latent_tensor"]
 
 
@@ -86,18 +78,18 @@ def test_a_nan_latent_stops_the_run_and_saves_nothing(server):
     name = "facediffuser_nan.latent"
     latent = torch.zeros(1, 4, 8, 8)
     latent[0, 1, 2, 3] = float("nan")
-    inputs = Path(server["root"]) / "ComfyUI" / "input"
+    inputs = Path(server["base"]) / "input"
     save_file(
         {"latent_tensor": latent, "latent_format_version_0": torch.tensor([])},
         str(inputs / name),
     )
     api = _graph()
     api["12"] = {"class_type": "LoadLatent", "inputs": {"latent": name}}
-    before = set((server["root"] / "ComfyUI" / "output").rglob("*"))
+    before = set((server["base"] / "output").rglob("*"))
     entry = queue(server, api)
     assert not succeeded(entry)
     assert "the input latent contains NaN or infinite values" in error_text(entry)
-    assert set((server["root"] / "ComfyUI" / "output").rglob("*")) == before
+    assert set((server["base"] / "output").rglob("*")) == before
 
 
 def test_a_size_that_cannot_fit_is_refused_with_the_largest_that_fits(server):
