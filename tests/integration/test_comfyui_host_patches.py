@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from _host import error_text, load_api, queue, shrink, succeeded
+from safetensors.torch import load_file, save_file
 
 _prefixes = itertools.count()
 
