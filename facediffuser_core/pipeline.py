@@ -19,7 +19,9 @@ from .images import decode_latents, to_pil
 from .sampling import Conditioning, SampleResult, UNetEps, sample
 from .schedulers import SCHEDULERS, make_scheduler
 from .snf import PAPER_FUSION, FusionSettings
-from .stages import validate_boundaries
+from .presets import DEFAULT_PRESET, check_step_count, get_preset
+from .regions import region_for_latents
+from .stages import boundaries_for_steps, boundary_fractions, validate_boundaries
 from .subject import (
     ParsedPrompt,
     chunk_tokens,
@@ -33,23 +35,57 @@ from .text import encode_chunks, encoder_for, special_ids
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    """Everything that decides one generation (the paper's values are the defaults)."""
+    """Everything that decides one generation.
+
+    ``preset`` (:mod:`presets`: ``"paper"``, the default, or ``"reference"``, the authors'
+    release) fills every field left at None: scheduler, how stage boundaries count steps,
+    steps, guidance and the stage boundaries. Boundaries left at None with a step count other
+    than the preset's are its boundaries scaled to the steps (15/30 of 50 -> 5/11 of 20).
+    """
 
     prompt: str
     negative_prompt: str = ""
     width: int = 512
     height: int = 512
-    steps: int = 50
-    guidance_scale: float = 5.0
-    start_merge_step: int = 15
-    final_step: int = 30
+    steps: int | None = None
+    guidance_scale: float | None = None
+    start_merge_step: int | None = None
+    final_step: int | None = None
     seed: int = 0
     num_images: int = 1
-    scheduler: str = "ddim"
+    scheduler: str | None = None
     fusion: FusionSettings = PAPER_FUSION
     object_resolution: int = 512
     tdm_text_encoder: bool = False  # True: the TDM's prompts go through its own text encoder
     overlap: bool = False  # fusion-stage UNet calls concurrently (CUDA streams / a thread)
+    preset: str = DEFAULT_PRESET
+    step_count: str | None = None  # "distinct" timesteps (paper) or "loop" entries (release)
+
+    def __post_init__(self) -> None:
+        preset = get_preset(self.preset)
+        resolved = {
+            "scheduler": preset.scheduler,
+            "step_count": preset.step_count,
+            "steps": preset.steps,
+            "guidance_scale": preset.guidance_scale,
+        }
+        for name, value in resolved.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        check_step_count(self.step_count)
+        if self.start_merge_step is None or self.final_step is None:
+            fractions = boundary_fractions(
+                preset.start_merge_step, preset.final_step, preset.steps
+            )
+            start, final = (
+                (preset.start_merge_step, preset.final_step)
+                if self.steps == preset.steps
+                else boundaries_for_steps(fractions, self.steps)
+            )
+            if self.start_merge_step is None:
+                object.__setattr__(self, "start_merge_step", start)
+            if self.final_step is None:
+                object.__setattr__(self, "final_step", final)
 
 
 @dataclass
@@ -157,8 +193,14 @@ class FaceDiffuserPipeline:
         *,
         progress: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
+        region: torch.Tensor | None = None,
     ) -> GenerateResult:
-        """Validate, encode, sample and decode; returns images and the per-step records."""
+        """Validate, encode, sample and decode; returns images and the per-step records.
+
+        ``region`` is an optional image-space mask ((H, W), (B, H, W) or (B, 1, H, W) in
+        [0, 1], white = the people may appear): during fusion the SDM may win only inside
+        it, and the TDM's prediction is used elsewhere (see :mod:`regions`).
+        """
         parsed = check_request(settings, references, self.vae_scale_factor)
         cond, crops = self.encode(settings, references)
         latent_channels = self.sdm.unet.config.in_channels
@@ -171,6 +213,9 @@ class FaceDiffuserPipeline:
         # CPU noise from the seed: the same picture on every device.
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         noise = torch.randn(shape, generator=generator).to(self.device)
+        latent_region = None
+        if region is not None:
+            latent_region = region_for_latents(region, shape[2], shape[3]).to(self.device)
         result = sample(
             UNetEps(self.tdm.unet),
             UNetEps(self.sdm.unet),
@@ -186,6 +231,8 @@ class FaceDiffuserPipeline:
             callback=callback,
             progress=progress,
             overlap=settings.overlap,
+            step_count=settings.step_count,
+            region=latent_region,
         )
         pixels = decode_latents(self.sdm.vae, result.latents)
         images = [to_pil(p) for p in pixels]
