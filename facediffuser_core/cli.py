@@ -162,11 +162,11 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if tiny:
         bundled = sorted((paths.tiny_folder / "references").glob("*.png"))
-        ref_paths = [Path(r) for r in args.ref] or bundled[: prompt.count("<|image|>")]
+        ref_paths = _person_paths(args.ref) or [[p] for p in bundled[: prompt.count("<|image|>")]]
         print(f"using the built-in tiny models in {paths.tiny_folder}", file=sys.stderr)
     else:
-        ref_paths = [Path(r) for r in args.ref]
-    references = [load_image(p) for p in ref_paths]
+        ref_paths = _person_paths(args.ref)
+    references = [[load_image(p) for p in person] for person in ref_paths]
     check_request(settings, references)  # everything cheap is checked before loading models
     region = _load_region(args.region, settings)
 
@@ -174,9 +174,7 @@ def _generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pipe = _open_pipeline(paths, device, dtype)
     t1 = time.perf_counter()
-    result = pipe.generate(
-        settings, references, progress=not args.no_progress, region=region
-    )
+    result = pipe.generate(settings, references, progress=not args.no_progress, region=region)
     t2 = time.perf_counter()
 
     out = Path(args.out)
@@ -191,7 +189,7 @@ def _generate(args: argparse.Namespace) -> int:
         "settings": {k: v for k, v in vars(settings).items() if k != "fusion"},
         "fusion": vars(settings.fusion),
         "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
-        "references": [str(p) for p in ref_paths],
+        "references": [[str(p) for p in person] for person in ref_paths],
         "region": args.region,
         "images": [str(p) for p in image_paths],
         "inspection": [str(p) for p in sheet_paths],
@@ -213,6 +211,17 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"settings    {manifest}")
     print(f"{counts['tdm']} TDM + {counts['sdm']} SDM calls, {t2 - t1:.1f} s")
     return 0
+
+
+def _person_paths(refs: Sequence[str]) -> list[list[Path]]:
+    """-r values -> one list of photos per person: ``-r a.jpg,b.jpg`` is one person, 2 photos."""
+    people = []
+    for value in refs:
+        parts = [value] if Path(value).is_file() else [p.strip() for p in value.split(",")]
+        if not all(parts):
+            raise InputError(f"-r {value!r} has an empty photo path: write -r a.jpg,b.jpg")
+        people.append([Path(p) for p in parts])
+    return people
 
 
 def _load_region(path: str | None, settings: Any) -> Any:
@@ -432,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="IMAGE",
-        help="reference photo; repeat in marker order (1st --ref binds 1st marker)",
+        help="reference photo(s) of one person, comma-separated for several photos "
+        "(-r a.jpg,b.jpg); repeat per person in marker order (1st --ref binds 1st marker)",
     )
     gen.add_argument("--sdm", help="SDM pytorch_model.bin (or its folder, or a converted set)")
     gen.add_argument("--tdm", help="TDM pytorch_model.bin (or its folder, or a converted set)")
@@ -463,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument(
         "--scheduler",
-        help="default: the preset's (paper: ddim, reference: pndm); ddim, pndm, euler, euler_ancestral, heun, lms, dpmpp_2m, unipc",
+        help="default: the preset's (paper: ddim, reference: pndm); ddim, pndm, euler, "
+        "euler_ancestral, heun, lms, dpmpp_2m, unipc",
     )
     gen.add_argument(
         "--fusion",

@@ -16,17 +16,17 @@ import torch
 
 from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
+from .photos import Person, preprocess_people
+from .presets import DEFAULT_PRESET, check_step_count, get_preset
+from .regions import region_for_latents
 from .sampling import Conditioning, SampleResult, UNetEps, sample
 from .schedulers import SCHEDULERS, make_scheduler
 from .snf import PAPER_FUSION, FusionSettings
-from .presets import DEFAULT_PRESET, check_step_count, get_preset
-from .regions import region_for_latents
 from .stages import boundaries_for_steps, boundary_fractions, validate_boundaries
 from .subject import (
     ParsedPrompt,
     chunk_tokens,
     parse_prompt,
-    preprocess_references,
     require_subjects,
     tokenize_prompt,
 )
@@ -74,9 +74,7 @@ class GenerateSettings:
                 object.__setattr__(self, name, value)
         check_step_count(self.step_count)
         if self.start_merge_step is None or self.final_step is None:
-            fractions = boundary_fractions(
-                preset.start_merge_step, preset.final_step, preset.steps
-            )
+            fractions = boundary_fractions(preset.start_merge_step, preset.final_step, preset.steps)
             start, final = (
                 (preset.start_merge_step, preset.final_step)
                 if self.steps == preset.steps
@@ -94,14 +92,18 @@ class GenerateResult:
     latents: torch.Tensor
     sampling: SampleResult
     parsed: ParsedPrompt
-    reference_crops: torch.Tensor  # (N, 3, 224, 224) what the image encoder saw, normalised
+    reference_crops: torch.Tensor  # (all photos, 3, 224, 224) what the encoder saw, normalised
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 def check_request(
-    settings: GenerateSettings, references: Sequence[torch.Tensor], vae_scale_factor: int = 8
+    settings: GenerateSettings, references: Sequence[Person], vae_scale_factor: int = 8
 ) -> ParsedPrompt:
-    """Validate a request before any model work; returns the parsed prompt."""
+    """Validate a request before any model work; returns the parsed prompt.
+
+    ``references`` holds one entry per person, in marker order: an image, or several photos
+    of that person (a list of images or an (N, H, W, C) batch; see :mod:`photos`).
+    """
     parsed = parse_prompt(settings.prompt)
     require_subjects(parsed, len(references))
     for name, value in (("width", settings.width), ("height", settings.height)):
@@ -158,18 +160,23 @@ class FaceDiffuserPipeline:
 
     @torch.no_grad()
     def encode(
-        self, settings: GenerateSettings, references: Sequence[torch.Tensor]
+        self, settings: GenerateSettings, references: Sequence[Person]
     ) -> tuple[Conditioning, torch.Tensor]:
-        """The null, text and subject conditionings (one text-encoder pass for the prompt)."""
+        """The null, text and subject conditionings (one text-encoder pass for the prompt).
+
+        A person with several photos is embedded as the mean of their projected image
+        embeddings (:meth:`SubjectEncoder.embed_people`).
+        """
         bos, eos, pad = self._special
         tokens = tokenize_prompt(settings.prompt, self._encode)
         chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
         text = encode_chunks(self.sdm.text_encoder, chunks)
         null = self._encode_text(self.sdm.text_encoder, settings.negative_prompt)
         subject_encoder = self.sdm.subject_encoder
-        crops = preprocess_references(references, object_resolution=settings.object_resolution)
+        people = preprocess_people(references, object_resolution=settings.object_resolution)
         param = next(subject_encoder.parameters())
-        embeds = subject_encoder.embed_images(crops.to(param.device, param.dtype))
+        embeds = subject_encoder.embed_people([c.to(param.device, param.dtype) for c in people])
+        crops = torch.cat(people)
         subject = subject_encoder.condition(text, chunks.positions, embeds.to(text.dtype))
         tdm_null = tdm_text = None
         if settings.tdm_text_encoder:
@@ -189,7 +196,7 @@ class FaceDiffuserPipeline:
     def generate(
         self,
         settings: GenerateSettings,
-        references: Sequence[torch.Tensor],
+        references: Sequence[Person],
         *,
         progress: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
