@@ -133,18 +133,12 @@ def _generate(args: argparse.Namespace) -> int:
     from .inspection import inspection_sheet
     from .pipeline import GenerateSettings, check_request
     from .snf import FusionSettings
-    from .stages import boundaries_for_steps, boundary_fractions
 
     paths = _model_paths(args)
     tiny = paths.tiny
     prompt = args.prompt if args.prompt is not None else (TINY_PROMPT if tiny else None)
     if prompt is None:
         raise InputError("give a prompt, e.g. 'a man <|image|> riding a horse'")
-    start, final = args.start_merge_step, args.final_step
-    if start is None or final is None:  # the paper's 15/30 of 50, scaled to --steps
-        scaled = boundaries_for_steps(boundary_fractions(), args.steps)
-        start = scaled[0] if start is None else start
-        final = scaled[1] if final is None else final
     size = TINY_SIZE if tiny else 512
     settings = GenerateSettings(
         prompt=prompt,
@@ -153,11 +147,12 @@ def _generate(args: argparse.Namespace) -> int:
         height=args.height or size,
         steps=args.steps,
         guidance_scale=args.cfg,
-        start_merge_step=start,
-        final_step=final,
+        start_merge_step=args.start_merge_step,
+        final_step=args.final_step,
         seed=args.seed,
         num_images=args.num_images,
         scheduler=args.scheduler,
+        preset=args.preset,
         fusion=FusionSettings(
             mode=args.fusion, temperature=args.temperature, kernel_size=args.kernel_size
         ),
@@ -167,18 +162,19 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if tiny:
         bundled = sorted((paths.tiny_folder / "references").glob("*.png"))
-        ref_paths = [Path(r) for r in args.ref] or bundled[: prompt.count("<|image|>")]
+        ref_paths = _person_paths(args.ref) or [[p] for p in bundled[: prompt.count("<|image|>")]]
         print(f"using the built-in tiny models in {paths.tiny_folder}", file=sys.stderr)
     else:
-        ref_paths = [Path(r) for r in args.ref]
-    references = [load_image(p) for p in ref_paths]
+        ref_paths = _person_paths(args.ref)
+    references = [[load_image(p) for p in person] for person in ref_paths]
     check_request(settings, references)  # everything cheap is checked before loading models
+    region = _load_region(args.region, settings)
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
     t0 = time.perf_counter()
     pipe = _open_pipeline(paths, device, dtype)
     t1 = time.perf_counter()
-    result = pipe.generate(settings, references, progress=not args.no_progress)
+    result = pipe.generate(settings, references, progress=not args.no_progress, region=region)
     t2 = time.perf_counter()
 
     out = Path(args.out)
@@ -193,7 +189,8 @@ def _generate(args: argparse.Namespace) -> int:
         "settings": {k: v for k, v in vars(settings).items() if k != "fusion"},
         "fusion": vars(settings.fusion),
         "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
-        "references": [str(p) for p in ref_paths],
+        "references": [[str(p) for p in person] for person in ref_paths],
+        "region": args.region,
         "images": [str(p) for p in image_paths],
         "inspection": [str(p) for p in sheet_paths],
         "model_calls": counts,
@@ -214,6 +211,28 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"settings    {manifest}")
     print(f"{counts['tdm']} TDM + {counts['sdm']} SDM calls, {t2 - t1:.1f} s")
     return 0
+
+
+def _person_paths(refs: Sequence[str]) -> list[list[Path]]:
+    """-r values -> one list of photos per person: ``-r a.jpg,b.jpg`` is one person, 2 photos."""
+    people = []
+    for value in refs:
+        parts = [value] if Path(value).is_file() else [p.strip() for p in value.split(",")]
+        if not all(parts):
+            raise InputError(f"-r {value!r} has an empty photo path: write -r a.jpg,b.jpg")
+        people.append([Path(p) for p in parts])
+    return people
+
+
+def _load_region(path: str | None, settings: Any) -> Any:
+    """--region MASK.png as an image-space mask, checked against the image size."""
+    if path is None:
+        return None
+    from .regions import check_region_size, load_region
+
+    mask = load_region(path)
+    check_region_size(mask, settings.width, settings.height, f"--region {path}")
+    return mask
 
 
 def save_json(data: dict[str, Any], folder: Path, stem: str) -> Path:
@@ -422,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="IMAGE",
-        help="reference photo; repeat in marker order (1st --ref binds 1st marker)",
+        help="reference photo(s) of one person, comma-separated for several photos "
+        "(-r a.jpg,b.jpg); repeat per person in marker order (1st --ref binds 1st marker)",
     )
     gen.add_argument("--sdm", help="SDM pytorch_model.bin (or its folder, or a converted set)")
     gen.add_argument("--tdm", help="TDM pytorch_model.bin (or its folder, or a converted set)")
@@ -432,8 +452,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--width", type=int, help="image width, multiple of 8 (512; tiny: 128)")
     gen.add_argument("--height", type=int, help="image height, multiple of 8 (512; tiny: 128)")
-    gen.add_argument("--steps", type=int, default=50, help="sampling steps (50)")
-    gen.add_argument("--cfg", type=float, default=5.0, help="guidance scale w (5)")
+    gen.add_argument(
+        "--preset",
+        choices=("paper", "reference"),
+        default="paper",
+        help="paper = DDIM, stages by denoising step (default); reference = the authors' "
+        "released inference: SD1.5's PNDM, stages by loop index",
+    )
+    gen.add_argument("--steps", type=int, help="sampling steps (50)")
+    gen.add_argument("--cfg", type=float, help="guidance scale w (5)")
     gen.add_argument(
         "--start-merge-step",
         type=int,
@@ -446,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument(
         "--scheduler",
-        default="ddim",
-        help="ddim (paper), pndm, euler, euler_ancestral, heun, lms, dpmpp_2m, unipc",
+        help="default: the preset's (paper: ddim, reference: pndm); ddim, pndm, euler, "
+        "euler_ancestral, heun, lms, dpmpp_2m, unipc",
     )
     gen.add_argument(
         "--fusion",
@@ -472,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap",
         action="store_true",
         help="run the two UNet calls of each fusion step concurrently (GPU; slower on CPU)",
+    )
+    gen.add_argument(
+        "--region",
+        metavar="MASK",
+        help="mask image (white = the people may appear): during fusion the SDM may win only "
+        "there; elsewhere the scene comes from the TDM",
     )
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto)")
     gen.add_argument(

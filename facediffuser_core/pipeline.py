@@ -16,15 +16,17 @@ import torch
 
 from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
+from .photos import Person, preprocess_people
+from .presets import DEFAULT_PRESET, check_step_count, get_preset
+from .regions import region_for_latents
 from .sampling import Conditioning, SampleResult, UNetEps, sample
 from .schedulers import SCHEDULERS, make_scheduler
 from .snf import PAPER_FUSION, FusionSettings
-from .stages import validate_boundaries
+from .stages import boundaries_for_steps, boundary_fractions, validate_boundaries
 from .subject import (
     ParsedPrompt,
     chunk_tokens,
     parse_prompt,
-    preprocess_references,
     require_subjects,
     tokenize_prompt,
 )
@@ -33,23 +35,55 @@ from .text import encode_chunks, encoder_for, special_ids
 
 @dataclass(frozen=True)
 class GenerateSettings:
-    """Everything that decides one generation (the paper's values are the defaults)."""
+    """Everything that decides one generation.
+
+    ``preset`` (:mod:`presets`: ``"paper"``, the default, or ``"reference"``, the authors'
+    release) fills every field left at None: scheduler, how stage boundaries count steps,
+    steps, guidance and the stage boundaries. Boundaries left at None with a step count other
+    than the preset's are its boundaries scaled to the steps (15/30 of 50 -> 5/11 of 20).
+    """
 
     prompt: str
     negative_prompt: str = ""
     width: int = 512
     height: int = 512
-    steps: int = 50
-    guidance_scale: float = 5.0
-    start_merge_step: int = 15
-    final_step: int = 30
+    steps: int | None = None
+    guidance_scale: float | None = None
+    start_merge_step: int | None = None
+    final_step: int | None = None
     seed: int = 0
     num_images: int = 1
-    scheduler: str = "ddim"
+    scheduler: str | None = None
     fusion: FusionSettings = PAPER_FUSION
     object_resolution: int = 512
     tdm_text_encoder: bool = False  # True: the TDM's prompts go through its own text encoder
     overlap: bool = False  # fusion-stage UNet calls concurrently (CUDA streams / a thread)
+    preset: str = DEFAULT_PRESET
+    step_count: str | None = None  # "distinct" timesteps (paper) or "loop" entries (release)
+
+    def __post_init__(self) -> None:
+        preset = get_preset(self.preset)
+        resolved = {
+            "scheduler": preset.scheduler,
+            "step_count": preset.step_count,
+            "steps": preset.steps,
+            "guidance_scale": preset.guidance_scale,
+        }
+        for name, value in resolved.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        check_step_count(self.step_count)
+        if self.start_merge_step is None or self.final_step is None:
+            fractions = boundary_fractions(preset.start_merge_step, preset.final_step, preset.steps)
+            start, final = (
+                (preset.start_merge_step, preset.final_step)
+                if self.steps == preset.steps
+                else boundaries_for_steps(fractions, self.steps)
+            )
+            if self.start_merge_step is None:
+                object.__setattr__(self, "start_merge_step", start)
+            if self.final_step is None:
+                object.__setattr__(self, "final_step", final)
 
 
 @dataclass
@@ -58,14 +92,18 @@ class GenerateResult:
     latents: torch.Tensor
     sampling: SampleResult
     parsed: ParsedPrompt
-    reference_crops: torch.Tensor  # (N, 3, 224, 224) what the image encoder saw, normalised
+    reference_crops: torch.Tensor  # (all photos, 3, 224, 224) what the encoder saw, normalised
     extras: dict[str, Any] = field(default_factory=dict)
 
 
 def check_request(
-    settings: GenerateSettings, references: Sequence[torch.Tensor], vae_scale_factor: int = 8
+    settings: GenerateSettings, references: Sequence[Person], vae_scale_factor: int = 8
 ) -> ParsedPrompt:
-    """Validate a request before any model work; returns the parsed prompt."""
+    """Validate a request before any model work; returns the parsed prompt.
+
+    ``references`` holds one entry per person, in marker order: an image, or several photos
+    of that person (a list of images or an (N, H, W, C) batch; see :mod:`photos`).
+    """
     parsed = parse_prompt(settings.prompt)
     require_subjects(parsed, len(references))
     for name, value in (("width", settings.width), ("height", settings.height)):
@@ -122,18 +160,23 @@ class FaceDiffuserPipeline:
 
     @torch.no_grad()
     def encode(
-        self, settings: GenerateSettings, references: Sequence[torch.Tensor]
+        self, settings: GenerateSettings, references: Sequence[Person]
     ) -> tuple[Conditioning, torch.Tensor]:
-        """The null, text and subject conditionings (one text-encoder pass for the prompt)."""
+        """The null, text and subject conditionings (one text-encoder pass for the prompt).
+
+        A person with several photos is embedded as the mean of their projected image
+        embeddings (:meth:`SubjectEncoder.embed_people`).
+        """
         bos, eos, pad = self._special
         tokens = tokenize_prompt(settings.prompt, self._encode)
         chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
         text = encode_chunks(self.sdm.text_encoder, chunks)
         null = self._encode_text(self.sdm.text_encoder, settings.negative_prompt)
         subject_encoder = self.sdm.subject_encoder
-        crops = preprocess_references(references, object_resolution=settings.object_resolution)
+        people = preprocess_people(references, object_resolution=settings.object_resolution)
         param = next(subject_encoder.parameters())
-        embeds = subject_encoder.embed_images(crops.to(param.device, param.dtype))
+        embeds = subject_encoder.embed_people([c.to(param.device, param.dtype) for c in people])
+        crops = torch.cat(people)
         subject = subject_encoder.condition(text, chunks.positions, embeds.to(text.dtype))
         tdm_null = tdm_text = None
         if settings.tdm_text_encoder:
@@ -153,12 +196,18 @@ class FaceDiffuserPipeline:
     def generate(
         self,
         settings: GenerateSettings,
-        references: Sequence[torch.Tensor],
+        references: Sequence[Person],
         *,
         progress: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
+        region: torch.Tensor | None = None,
     ) -> GenerateResult:
-        """Validate, encode, sample and decode; returns images and the per-step records."""
+        """Validate, encode, sample and decode; returns images and the per-step records.
+
+        ``region`` is an optional image-space mask ((H, W), (B, H, W) or (B, 1, H, W) in
+        [0, 1], white = the people may appear): during fusion the SDM may win only inside
+        it, and the TDM's prediction is used elsewhere (see :mod:`regions`).
+        """
         parsed = check_request(settings, references, self.vae_scale_factor)
         cond, crops = self.encode(settings, references)
         latent_channels = self.sdm.unet.config.in_channels
@@ -171,6 +220,9 @@ class FaceDiffuserPipeline:
         # CPU noise from the seed: the same picture on every device.
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         noise = torch.randn(shape, generator=generator).to(self.device)
+        latent_region = None
+        if region is not None:
+            latent_region = region_for_latents(region, shape[2], shape[3]).to(self.device)
         result = sample(
             UNetEps(self.tdm.unet),
             UNetEps(self.sdm.unet),
@@ -186,6 +238,8 @@ class FaceDiffuserPipeline:
             callback=callback,
             progress=progress,
             overlap=settings.overlap,
+            step_count=settings.step_count,
+            region=latent_region,
         )
         pixels = decode_latents(self.sdm.vae, result.latents)
         images = [to_pil(p) for p in pixels]

@@ -18,7 +18,7 @@ import torch
 
 from .errors import InputError, ModelError
 from .overlap import ConcurrentPair
-from .snf import PAPER_FUSION, FusionSettings, fuse_with_saliency
+from .snf import PAPER_FUSION, FusionSettings, check_region, fuse_with_saliency
 from .stages import Stage, stage_for_step, step_indices, validate_boundaries
 
 
@@ -154,6 +154,8 @@ def sample(
     progress: bool = True,
     record_maps: bool = True,
     overlap: bool = False,
+    step_count: str = "distinct",
+    region: torch.Tensor | None = None,
 ) -> SampleResult:
     """Run TDM -> SNF -> SDM sampling from standard-normal ``noise`` (B, C, H, W).
 
@@ -161,7 +163,11 @@ def sample(
     final latents, one :class:`StepRecord` per scheduler step and the number of calls each
     model received. ``callback(i, total, latents)`` runs after every step. ``overlap=True``
     runs the two calls of each fusion step concurrently (CUDA streams on a GPU, a thread
-    elsewhere); the result is the same.
+    elsewhere); the result is the same. ``step_count`` says how the stage boundaries count
+    the scheduler's entries (``"distinct"`` timesteps, the paper's steps, or ``"loop"``
+    entries as the authors' release does; see :mod:`presets`). ``region`` ((B or 1, 1, H, W)
+    in [0, 1] on the latent grid, see :func:`regions.region_for_latents`) limits where the
+    SDM may win in the fusion stage; outside it the TDM's prediction is used.
     """
     validate_boundaries(start_merge_step, final_step, steps)
     if noise.dim() != 4:
@@ -173,6 +179,8 @@ def sample(
         )
     _check_model("TDM", tdm)
     _check_model("SDM", sdm)
+    if region is not None:
+        region = check_region(region, noise)
 
     batch = noise.shape[0]
     tdm_null = cond.tdm_null if cond.tdm_null is not None else cond.null
@@ -185,7 +193,7 @@ def sample(
 
     scheduler.set_timesteps(steps, device=noise.device)
     timesteps = scheduler.timesteps
-    step_of = step_indices(timesteps)
+    step_of = step_indices(timesteps, step_count)
     latents = noise * scheduler.init_noise_sigma
     extra = {"generator": generator} if _accepts(scheduler.step, "generator") else {}
 
@@ -254,6 +262,7 @@ def sample(
                     response_tdm,
                     response_sdm,
                     fusion,
+                    region=region,
                 )
                 noise_pred = fused.fused
                 if record_maps:

@@ -127,14 +127,22 @@ def step_index_for_sigma(sigma: float | torch.Tensor, schedule_sigmas: torch.Ten
     return SigmaSteps(schedule_sigmas)(sigma)
 
 
-def step_indices(timesteps: Sequence[int] | torch.Tensor) -> list[int]:
+def step_indices(
+    timesteps: Sequence[int] | torch.Tensor, step_count: str = "distinct"
+) -> list[int]:
     """Step index of each entry of a diffusers scheduler's ``timesteps``.
 
-    First-order schedulers (DDIM, the paper's) list each timestep once, so entry ``i`` is
-    step ``i``. Second-order ones (Heun, KDPM2) repeat timesteps; the k-th distinct value
-    is step k, which matches :func:`step_index_for_sigma` for sigma-based hosts.
+    ``step_count="distinct"`` (the paper's meaning): first-order schedulers (DDIM) list each
+    timestep once, so entry ``i`` is step ``i``; second-order ones (Heun, KDPM2) and PNDM
+    repeat timesteps, and the k-th distinct value is step k, which matches
+    :func:`step_index_for_sigma` for sigma-based hosts. ``step_count="loop"`` (the authors'
+    release): entry ``i`` is step ``i``, repeats included.
     """
     values = [int(t) for t in torch.as_tensor(timesteps).flatten().tolist()]
+    if step_count == "loop":
+        return list(range(len(values)))
+    if step_count != "distinct":
+        raise InputError(f"step_count must be 'distinct' or 'loop', got {step_count!r}")
     seen: dict[int, int] = {}
     out = []
     for value in values:
@@ -142,3 +150,16 @@ def step_indices(timesteps: Sequence[int] | torch.Tensor) -> list[int]:
             seen[value] = len(seen)
         out.append(seen[value])
     return out
+
+
+def stage_entries(
+    timesteps: Sequence[int] | torch.Tensor,
+    start_merge_step: int,
+    final_step: int,
+    step_count: str = "distinct",
+) -> list[Stage]:
+    """The stage of each entry of a scheduler's timestep list (what the sampling loop runs)."""
+    return [
+        stage_for_step(step, start_merge_step, final_step)
+        for step in step_indices(timesteps, step_count)
+    ]

@@ -257,28 +257,36 @@ def _as_hwc_float(image: Tensor | np.ndarray) -> Tensor:
 def preprocess_reference(image: Tensor, *, object_resolution: int = 512, size: int = 224) -> Tensor:
     """Reference preprocessing of one image -> (3, size, size) float32, CLIP-normalised.
 
-    Pads to a square with black (centred), resizes to ``object_resolution`` and then to
-    ``size`` (bilinear, antialiased) and normalises with the CLIP mean/std.
+    As the reference (FastComposer's object transforms, then its image encoder) does it, on
+    8-bit values: pad with black by ``(long - short) // 2`` on both sides (an odd difference
+    leaves the image one pixel from square, and the resize absorbs it), resize to
+    ``object_resolution`` square (bilinear, antialiased) and round back to 8 bits, divide by
+    255, resize to ``size`` (bilinear, antialiased) and normalise with the CLIP mean/std.
+    Float images are taken at 8 bits first (ComfyUI's IMAGE holds 8-bit values / 255).
     """
     for name, value in (("object_resolution", object_resolution), ("size", size)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    x = _as_hwc_float(image).permute(2, 0, 1)  # (3, H, W)
+    x = torch.round(_as_hwc_float(image).permute(2, 0, 1) * 255.0)  # (3, H, W), 0..255
     h, w = x.shape[-2:]
-    if h != w:
-        diff = abs(h - w)
-        before, after = diff // 2, diff - diff // 2
-        pad = (before, after, 0, 0) if h > w else (0, 0, before, after)
-        x = F.pad(x, pad, mode="constant", value=0.0)
+    pad = abs(h - w) // 2
+    if pad:
+        sides = (pad, pad, 0, 0) if h > w else (0, 0, pad, pad)
+        x = F.pad(x, sides, mode="constant", value=0.0)
     x = x[None]
-    x = F.interpolate(
-        x,
-        size=(object_resolution, object_resolution),
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    ).clamp(0.0, 1.0)
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if tuple(x.shape[-2:]) != (object_resolution, object_resolution):
+        x = F.interpolate(
+            x,
+            size=(object_resolution, object_resolution),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
+    x = torch.round(x).clamp(0.0, 255.0) / 255.0  # the reference keeps uint8 here
+    if object_resolution != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
     mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return ((x - mean) / std)[0].contiguous()
@@ -433,6 +441,25 @@ class SubjectEncoder(nn.Module):
                 x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
             )
         return self.image_encoder(pixel_values=x).image_embeds
+
+    def embed_people(self, people: Sequence[Tensor]) -> Tensor:
+        """One (N_i, 3, 224, 224) tensor of preprocessed photos per person -> (S, D).
+
+        A person's embedding is the mean of the projected embeddings of their photos (see
+        :mod:`photos`); all photos go through the image encoder in one batch.
+        """
+        from .photos import mean_per_person
+
+        for i, crops in enumerate(people):
+            if crops.ndim != 4 or crops.shape[0] < 1:
+                raise InputError(
+                    f"person {i + 1}: photos must be (N, 3, H, W) with N >= 1, got shape "
+                    f"{tuple(crops.shape)}: build them with photos.preprocess_people"
+                )
+        if not people:
+            return self.embed_images(torch.empty(0, 3, 224, 224))
+        embeds = self.embed_images(torch.cat(list(people)))
+        return mean_per_person(embeds, [len(c) for c in people])
 
     def condition(
         self, text_hidden: Tensor, positions: Sequence[int], image_embeds: Tensor

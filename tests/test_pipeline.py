@@ -109,3 +109,40 @@ def test_bad_requests_fail_before_any_model_work(
 def test_swapped_models_are_refused(tiny_pipeline):
     with pytest.raises(ModelError, match="looks like a TDM"):
         FaceDiffuserPipeline(tiny_pipeline.tdm, tiny_pipeline.sdm, tiny_pipeline.tokenizer)
+
+
+def test_several_photos_of_a_person_condition_on_their_mean_embedding(
+    tiny_pipeline, tiny_references
+):
+    a, b = tiny_references
+    flipped = a.flip(1)  # a second, different photo of person 1
+    cond, crops = tiny_pipeline.encode(settings(), [[a, flipped], b])
+    assert crops.shape[0] == 3  # every photo went through the image encoder
+    encoder = tiny_pipeline.sdm.subject_encoder
+    with torch.no_grad():
+        each = encoder.embed_images(crops)
+        mean = torch.stack([each[:2].mean(dim=0), each[2]])
+        plain, _ = tiny_pipeline.encode(settings(), [a, b])
+        text = cond.text
+        positions = (plain.subject - plain.text).abs().amax(dim=-1)[0].nonzero().flatten()
+        expected = encoder.condition(text, positions.tolist(), mean)
+    torch.testing.assert_close(cond.subject, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(cond.subject, plain.subject)
+    # a list with one photo is the same as the plain image
+    single, _ = tiny_pipeline.encode(settings(), [[a], [b]])
+    assert torch.equal(single.subject, plain.subject)
+
+
+def test_zero_region_keeps_the_tdm_everywhere_in_fusion(tiny_pipeline, tiny_references):
+    free = tiny_pipeline.generate(settings(), tiny_references, progress=False)
+    none = tiny_pipeline.generate(
+        settings(), tiny_references, progress=False, region=torch.zeros(64, 64)
+    )
+    full = tiny_pipeline.generate(
+        settings(), tiny_references, progress=False, region=torch.ones(1, 64, 64)
+    )
+    fusion = [r for r in none.sampling.records if r.stage is Stage.FUSION]
+    assert fusion and all(r.sdm_mask.abs().max() == 0 for r in fusion)  # the sheet shows it
+    assert any(r.sdm_mask.max() > 0 for r in free.sampling.records if r.sdm_mask is not None)
+    assert torch.equal(full.latents, free.latents)
+    assert not torch.equal(none.latents, free.latents)

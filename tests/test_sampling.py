@@ -78,7 +78,9 @@ def test_stage_routing_and_call_counts():
 def test_saliency_only_in_the_fusion_stage(monkeypatch):
     calls = []
     real = sampling.fuse_with_saliency
-    monkeypatch.setattr(sampling, "fuse_with_saliency", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(
+        sampling, "fuse_with_saliency", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     result = run(FakeEps(1), FakeEps(2))
     assert len(calls) == 15
     for r in result.records:

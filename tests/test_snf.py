@@ -173,3 +173,113 @@ def test_denoised_space_fusion_equals_epsilon_space_fusion():
     # saliency from x0-space responses would be a different (wrong) map: the 1/sigma matters
     naive = saliency(w * (x0[1] - x0[0]))
     assert not torch.allclose(naive, result.saliency_tdm)
+
+
+# ---------------------------------------------------------------- as-run agreement: near-ties
+
+
+def _log_softmax_choice(r_g, r_e):
+    """What the pack decided before issue 12: compare log_softmax values (rounds differently)."""
+
+    def log_map(r):
+        b, _, h, w = r.shape
+        m = nn.functional.avg_pool2d(r.abs(), 4, stride=1, padding=1)
+        m = nn.functional.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+        return torch.log_softmax(m.mean(dim=1).reshape(b, h * w), dim=1).reshape(b, 1, h, w)
+
+    return log_map(r_e) > log_map(r_g)
+
+
+def test_near_tie_is_decided_on_softmax_probabilities_as_the_reference_does():
+    # r_e equals r_g except in one corner: every other pixel is a near-tie whose outcome
+    # depends on how the two normalisers round. Search a few corner offsets for a case where
+    # comparing log_softmax values and comparing softmax probabilities disagree.
+    g = torch.Generator().manual_seed(0)
+    eps_g, eps_e = torch.zeros(1, 4, 16, 16), torch.ones(1, 4, 16, 16)
+    disagreements = 0
+    for k in range(1, 60):
+        r_g = torch.randn(1, 4, 16, 16, generator=g)
+        r_e = r_g.clone()
+        r_e[0, :, 0, 0] += 1e-3 * k
+        fused, mask = fuse(eps_g, eps_e, r_g, r_e)
+        ref_fused, _, _ = reference_style_fusion(eps_g, eps_e, r_g, r_e)
+        assert torch.equal(fused, ref_fused), f"offset {k}: the reference chose differently"
+        old = _log_softmax_choice(r_g, r_e)
+        disagreements += int((old != mask.bool()).sum())
+    assert disagreements > 0, "no near-tie found: the test would not catch the old comparison"
+
+
+def test_soft_mode_weights_come_from_the_same_probabilities():
+    eps_g, eps_e, r_g, r_e = random_inputs(1, 4, 16, 16, seed=8)
+    result = fuse_with_saliency(eps_g, eps_e, r_g, r_e, FusionSettings(mode="soft"))
+    _, ref_sg, ref_se = reference_style_fusion(eps_g, eps_e, r_g, r_e)
+    assert torch.equal(result.saliency_tdm, ref_sg) and torch.equal(result.saliency_sdm, ref_se)
+    expected = 1 / (1 + ref_sg / ref_se)
+    assert torch.equal(result.sdm_mask, expected)
+    # both probabilities underflowing to 0 is a tie: the TDM keeps the pixel
+    from facediffuser_core.snf import soft_weight
+
+    zero = torch.zeros(1, 1, 2, 2)
+    assert torch.equal(soft_weight(zero, zero, 1.0), zero)
+    assert torch.equal(soft_weight(zero, torch.ones_like(zero), 1e-3), torch.ones_like(zero))
+
+
+# ---------------------------------------------------------------- regional control
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_zero_region_gives_the_tdm_prediction(mode):
+    eps_g, eps_e, r_g, r_e = random_inputs(2, 4, 16, 16, seed=4)
+    region = torch.zeros(1, 1, 16, 16)
+    result = fuse_with_saliency(eps_g, eps_e, r_g, r_e, FusionSettings(mode=mode), region=region)
+    assert torch.equal(result.fused, eps_g)
+    assert result.sdm_mask.abs().max() == 0
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_full_region_is_unconstrained_bit_for_bit(mode):
+    eps_g, eps_e, r_g, r_e = random_inputs(2, 4, 16, 16, seed=4)
+    settings = FusionSettings(mode=mode)
+    free = fuse_with_saliency(eps_g, eps_e, r_g, r_e, settings)
+    full = fuse_with_saliency(eps_g, eps_e, r_g, r_e, settings, region=torch.ones(2, 1, 16, 16))
+    assert torch.equal(full.fused, free.fused)
+    assert torch.equal(full.sdm_mask, free.sdm_mask)
+
+
+def test_region_limits_the_sdm_to_its_area_and_blends_soft_edges():
+    eps_g, eps_e, r_g, r_e = random_inputs(1, 4, 16, 16, seed=6)
+    free_fused, free_mask = fuse(eps_g, eps_e, r_g, r_e)
+    region = torch.zeros(1, 1, 16, 16)
+    region[..., 8:] = 1.0
+    region[..., 7] = 0.5
+    fused, mask = fuse(eps_g, eps_e, r_g, r_e, region=region)
+    assert free_mask[..., :8].sum() > 0, "the SDM should win somewhere left without a region"
+    assert mask[..., :7].sum() == 0
+    assert torch.equal(mask[..., 8:], free_mask[..., 8:])
+    assert torch.equal(fused[..., 8:], free_fused[..., 8:])
+    assert torch.equal(fused[..., :7], eps_g[..., :7])
+    half = free_mask[..., 7] * 0.5
+    assert torch.equal(mask[..., 7], half)
+    torch.testing.assert_close(fused[..., 7], eps_g[..., 7] + half * (eps_e - eps_g)[..., 7])
+
+
+def test_denoised_fusion_takes_a_region():
+    from facediffuser_core.snf import fuse_denoised
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 4, 16, 16, generator=g)
+    x0 = [torch.randn(1, 4, 16, 16, generator=g) for _ in range(4)]
+    result = fuse_denoised(x, torch.tensor([1.5]), *x0, 5.0, region=torch.zeros(1, 1, 16, 16))
+    torch.testing.assert_close(result.fused, x0[0] + 5.0 * (x0[1] - x0[0]), rtol=0, atol=0)
+
+
+def test_bad_regions_are_refused():
+    eps_g, eps_e, r_g, r_e = random_inputs(2, 4, 16, 16)
+    with pytest.raises(InputError, match="latent grid"):
+        fuse(eps_g, eps_e, r_g, r_e, region=torch.ones(1, 1, 128, 128))
+    with pytest.raises(InputError, match="latent grid"):
+        fuse(eps_g, eps_e, r_g, r_e, region=torch.ones(3, 1, 16, 16))
+    with pytest.raises(InputError, match=r"\(B or 1, 1, H, W\)"):
+        fuse(eps_g, eps_e, r_g, r_e, region=torch.ones(16, 16))
+    with pytest.raises(InputError, match=r"\[0, 1\]"):
+        fuse(eps_g, eps_e, r_g, r_e, region=torch.full((1, 1, 16, 16), 2.0))

@@ -321,16 +321,19 @@ def test_preprocess_shape_dtype():
     assert preprocess_reference(torch.rand(50, 50, 3), size=32).shape == (3, 32, 32)
 
 
+GREY = 100 / 255  # an 8-bit value: stays exact through the 8-bit rounding
+
+
 def test_preprocess_uniform_grey():
-    out = preprocess_reference(torch.full((64, 64, 3), 0.5))
-    torch.testing.assert_close(out, expected_const(0.5).view(3, 1, 1).expand(3, 224, 224))
+    out = preprocess_reference(torch.full((64, 64, 3), GREY))
+    torch.testing.assert_close(out, expected_const(GREY).view(3, 1, 1).expand(3, 224, 224))
 
 
 def test_preprocess_tall_image_padded_symmetrically():
-    out = preprocess_reference(torch.full((200, 100, 3), 0.5))
+    out = preprocess_reference(torch.full((200, 100, 3), GREY))
     # 50 black columns each side of 200 -> 1/4 of the width: 56 of 224 columns per band.
     black = expected_const(0.0).view(3, 1, 1)
-    grey = expected_const(0.5).view(3, 1, 1)
+    grey = expected_const(GREY).view(3, 1, 1)
     torch.testing.assert_close(out[:, :, :50], black.expand(3, 224, 50))
     torch.testing.assert_close(out[:, :, -50:], black.expand(3, 224, 50))
     torch.testing.assert_close(out[:, :, 62:162], grey.expand(3, 224, 100))
@@ -347,21 +350,46 @@ def test_preprocess_wide_image_padded_top_bottom():
 
 
 def test_preprocess_identity_sizes_exact():
-    # With object_resolution == size == image side, both resizes are identities.
+    # With object_resolution == size == image side, both resizes are identities and only
+    # the 8-bit rounding remains.
     torch.manual_seed(1)
     img = torch.rand(224, 224, 3)
     out = preprocess_reference(img, object_resolution=224)
-    torch.testing.assert_close(out, (img.permute(2, 0, 1) - MEAN) / STD)
+    eight_bit = torch.round(img.permute(2, 0, 1) * 255) / 255
+    torch.testing.assert_close(out, (eight_bit - MEAN) / STD)
 
 
-def test_preprocess_odd_padding_placement():
-    torch.manual_seed(2)
-    img = torch.rand(224, 221, 3)
-    out = preprocess_reference(img, object_resolution=224)
-    x = out * STD + MEAN
-    torch.testing.assert_close(x[:, :, 0], torch.zeros(3, 224), atol=1e-6, rtol=0)
-    torch.testing.assert_close(x[:, :, 222:], torch.zeros(3, 224, 2), atol=1e-6, rtol=0)
-    torch.testing.assert_close(x[:, :, 1:222], img.permute(2, 0, 1), atol=1e-6, rtol=0)
+def test_preprocess_odd_padding_as_the_reference_pads():
+    # FastComposer's PadToSquare pads (long - short) // 2 on both sides: 221 wide -> 223,
+    # and the resize to the square object resolution absorbs the missing column.
+    g = torch.Generator().manual_seed(2)
+    img8 = torch.randint(0, 256, (224, 221, 3), dtype=torch.uint8, generator=g)
+    out = preprocess_reference(img8, object_resolution=224)
+    x = img8.permute(2, 0, 1).double()
+    x = torch.nn.functional.pad(x, (1, 1, 0, 0))[None]
+    x = torch.nn.functional.interpolate(
+        x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True
+    )
+    expected = (torch.round(x)[0].float() / 255 - MEAN) / STD
+    assert (out - expected).abs().gt(1e-5).float().mean() < 0.01  # round-half cases aside
+
+
+def test_preprocess_rounds_to_8_bits_after_the_object_resize():
+    # The reference resizes the uint8 image to object_resolution and keeps uint8 (its
+    # training data went through the same path): every value the 224 resize sees is k/255.
+    # With size == object_resolution that grid is visible in the output.
+    g = torch.Generator().manual_seed(7)
+    img8 = torch.randint(0, 256, (50, 70, 3), dtype=torch.uint8, generator=g)
+    out = preprocess_reference(img8, object_resolution=64, size=64)
+    levels = (out * STD + MEAN) * 255
+    torch.testing.assert_close(levels, torch.round(levels), atol=2e-4, rtol=0)
+    # ... and it is the rounding of the float resize, not a truncation or a float path
+    x = torch.nn.functional.pad(img8.permute(2, 0, 1).float(), (0, 0, 10, 10))[None]
+    x = torch.nn.functional.interpolate(
+        x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True
+    )
+    assert not torch.allclose(x, torch.round(x))  # the resize does make fractional values
+    torch.testing.assert_close(levels, torch.round(x)[0], atol=2e-4, rtol=0)
 
 
 def test_preprocess_uint8_matches_float():
@@ -369,7 +397,7 @@ def test_preprocess_uint8_matches_float():
     img8 = torch.randint(0, 256, (90, 70, 3), dtype=torch.uint8, generator=g)
     a = preprocess_reference(img8)
     b = preprocess_reference(img8.float() / 255)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert torch.equal(a, b)  # float images are taken at 8 bits first
     c = preprocess_reference(img8.numpy())
     torch.testing.assert_close(a, c)
 
