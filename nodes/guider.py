@@ -19,8 +19,9 @@ import comfy.samplers
 import torch
 
 from ..facediffuser_core.errors import InputError, ModelError
+from ..facediffuser_core.regions import region_for_latents
 from ..facediffuser_core.sampling import StepRecord
-from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings, denoised_response
+from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings, check_region, denoised_response
 from ..facediffuser_core.snf import fuse_with_saliency as fuse
 from ..facediffuser_core.stages import SigmaSteps, Stage, boundaries_for_steps, stage_for_step
 
@@ -143,6 +144,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
         cfg: float,
         fractions: tuple[float, float],
         fusion: FusionSettings = PAPER_FUSION,
+        region: torch.Tensor | None = None,
     ):
         check_sd15(tdm, "TDM")
         check_sd15(sdm, "SDM")
@@ -154,6 +156,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
         self.sdm = sdm
         self.fractions = fractions
         self.fusion = fusion
+        self.region = region  # image-space MASK; put on the latent grid once per run
         self.set_cfg(cfg)
         self.last_records: list[StepRecord] = []
         self._records: dict[int, StepRecord] = {}
@@ -186,6 +189,10 @@ class SNFGuider(comfy.samplers.CFGGuider):
         self._bounds = boundaries_for_steps(self.fractions, steps)
         self._records = {}
         self._sdm_options = None
+        self._region = None
+        if self.region is not None:
+            height, width = noise.shape[-2:]
+            self._region = check_region(region_for_latents(self.region, height, width), noise)
         try:
             return super().sample(noise, latent_image, sampler, sigmas, *args, **kwargs)
         finally:
@@ -299,6 +306,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
             denoised_response(null_x0, text_x0, timestep, self.cfg),
             denoised_response(text_x0_sdm, subject_x0, timestep, self.cfg),
             self.fusion,
+            region=self._region,
         )
         record.saliency_tdm = fused.saliency_tdm.detach()
         record.saliency_sdm = fused.saliency_sdm.detach()

@@ -105,6 +105,14 @@ def _model_inputs() -> dict:
 
 def _snf_input() -> dict:
     return {
+        "region": (
+            "MASK",
+            {
+                "tooltip": "Optional: where the people may appear (white). During fusion the "
+                "SDM may only win inside it; outside, the TDM's prediction is used, so the "
+                "scene there comes from the TDM. Resized to the latent grid (soft edges blend).",
+            },
+        ),
         "snf": (SNF_TYPE, {"tooltip": "Fusion settings; default: the paper's hard SNF."}),
         "tdm_text": (
             "CONDITIONING",
@@ -215,9 +223,15 @@ class SNFGuiderNode:
         fusion_end,
         snf=None,
         tdm_text=None,
+        region=None,
     ):
         guider = SNFGuider(
-            tdm_model, sdm_model, cfg, _check_fractions(scene_end, fusion_end), snf or PAPER_FUSION
+            tdm_model,
+            sdm_model,
+            cfg,
+            _check_fractions(scene_end, fusion_end),
+            snf or PAPER_FUSION,
+            region,
         )
         guider.set_conds(negative, text, subject, tdm_text)
         return (guider,)
@@ -323,13 +337,19 @@ class SNFKSampler:
         fusion_end,
         snf=None,
         tdm_text=None,
+        region=None,
         prompt=None,
         unique_id=None,
     ):
         samples = latent_image["samples"]
         check_latent(samples)
         guider = SNFGuider(
-            tdm_model, sdm_model, cfg, _check_fractions(scene_end, fusion_end), snf or PAPER_FUSION
+            tdm_model,
+            sdm_model,
+            cfg,
+            _check_fractions(scene_end, fusion_end),
+            snf or PAPER_FUSION,
+            region,
         )
         guider.set_conds(negative, text, subject, tdm_text)
         samples = comfy.sample.fix_empty_latent_channels(guider.model_patcher, samples)

@@ -403,3 +403,30 @@ def test_sizes_that_cannot_fit_are_refused_with_the_largest_that_fits(host):
     area = 2 * (w // 8) * (h // 8) * 0.15 * 1024**2
     assert area <= 1024**3 < 2 * ((w + 64) // 8) * ((h + 64) // 8) * 0.15 * 1024**2
     assert sdm.pre_runs == 0
+
+
+def test_region_mask_limits_where_the_sdm_may_win(host):
+    tdm, sdm = FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 0.0)
+    sdm.model.pattern = torch.linspace(0, 1, 64).reshape(8, 8)
+    sigmas = torch.linspace(10, 0, 5)
+
+    def run(region):
+        guider = host.sampling.SNFGuider(tdm, sdm, 5.0, (0.0, 1.0), region=region)
+        guider.set_conds(cond(0.0), cond(1.0), cond(2.0))
+        return _final_denoised(host, guider, sigmas), guider.last_records
+
+    free, free_records = run(None)
+    assert all(r.sdm_mask.any() for r in free_records)
+    full, _ = run(torch.ones(1, 64, 64))  # image-space MASK, 8x the latent grid
+    assert all(torch.equal(a, b) for a, b in zip(free, full, strict=True))
+    none, none_records = run(torch.zeros(1, 64, 64))
+    tdm_guided = torch.full((1, 4, 8, 8), 5.0)  # 0 + 5 (1 - 0): the TDM's own prediction
+    assert all(torch.equal(out, tdm_guided) for out in none)
+    assert all(not r.sdm_mask.any() for r in none_records)  # the sheet shows the constraint
+    half = torch.zeros(1, 64, 64)
+    half[:, :, :32] = 1.0  # people only on the left
+    left, left_records = run(half)
+    # the edge is averaged onto the latent grid (a soft blend there); the right stays TDM
+    assert all(not r.sdm_mask[..., 5:].any() for r in left_records)
+    with pytest.raises(host.errors.InputError, match="region mask"):
+        run(torch.ones(3, 64, 64))  # 3 masks for a batch of 1

@@ -99,3 +99,44 @@ def test_a_size_that_cannot_fit_is_refused_with_the_largest_that_fits(server):
     assert not succeeded(entry)
     text = error_text(entry)
     assert "8192x8192 (batch 1) needs about" in text and "use at most about" in text, text
+
+
+def _versus_stock(rescale_tdm: bool) -> dict:
+    """One graph: the SNF sampler (every step fused, the TDM forced to win) and the stock
+    KSampler on the TDM, same seed, steps, sampler and conditionings; both latents saved."""
+    api = _graph(**ALL_FUSION)
+    tdm = api["20"]["inputs"]["tdm_model"]
+    if rescale_tdm:
+        api["60"] = {**RESCALE, "inputs": {**RESCALE["inputs"], "model": tdm}}
+        tdm = ["60", 0]
+    api["20"]["inputs"]["tdm_model"] = tdm
+    api["61"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
+    api["20"]["inputs"]["region"] = ["61", 0]  # the SDM may win nowhere
+    s = api["20"]["inputs"]
+    api["70"] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "model": tdm,
+            "positive": s["text"],
+            "negative": s["negative"],
+            "latent_image": s["latent_image"],
+            **{k: s[k] for k in ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise")},
+        },
+    }
+    api["71"] = {
+        "class_type": "SaveLatent",
+        "inputs": {"samples": ["70", 0], "filename_prefix": f"latents/fd_stock_{next(_prefixes)}"},
+    }
+    return api
+
+
+@pytest.mark.parametrize("rescale_tdm", [False, True], ids=["plain", "RescaleCFG-on-TDM"])
+def test_tdm_forced_to_win_everywhere_equals_the_stock_ksampler_bit_for_bit(server, rescale_tdm):
+    entry = queue(server, _versus_stock(rescale_tdm))
+    assert succeeded(entry), error_text(entry)
+    latents = []
+    for node in ("40", "71"):
+        saved = entry["outputs"][node]["latents"][0]
+        path = server["base"] / "output" / saved["subfolder"] / saved["filename"]
+        latents.append(load_file(str(path))["latent_tensor"])
+    assert torch.equal(latents[0], latents[1])
