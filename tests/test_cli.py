@@ -237,7 +237,7 @@ def test_several_photos_per_person_and_a_region(home, capsys, tmp_path):
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     run = json.loads((out / "run_00000.json").read_text())
-    assert run["references"] == [[str(a), str(b)], [str(b)]]
+    assert run["references"] == [[str(a), str(b)], str(b)]
     assert run["region"] == str(mask)
     # a mask of another shape is refused before any model work
     Image.new("L", (64, 128), 255).save(mask)
