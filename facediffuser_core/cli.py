@@ -191,8 +191,7 @@ def _generate(args: argparse.Namespace) -> int:
         "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
         # one photo: its path; several photos of one person: a list of paths
         "references": [
-            str(person[0]) if len(person) == 1 else [str(p) for p in person]
-            for person in ref_paths
+            str(person[0]) if len(person) == 1 else [str(p) for p in person] for person in ref_paths
         ],
         "region": args.region,
         "images": [str(p) for p in image_paths],
