@@ -1,4 +1,4 @@
-"""Render the README figures: the three-stage diagram and a tiny-model inspection sheet.
+"""Render the README figures: the three-stage diagram and tiny-model inspection sheets.
 
 python docs/make_figures.py
 """
@@ -85,7 +85,36 @@ def tiny_sheet(path: Path) -> None:
         Image.open(out / "inspection_00000.png").save(path)
 
 
+def region_sheet(path: Path) -> None:
+    """The tiny default with --region: the people may appear only in the left half."""
+    from facediffuser_core.cli import main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Path(tmp) / "left-half.png"
+        region = Image.new("L", (128, 128), 0)
+        region.paste(255, (0, 0, 64, 128))
+        region.save(mask)
+        out = Path(tmp) / "out"
+        tiny = str(Path(tmp) / "m")
+        main(
+            [
+                "generate",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--tiny-dir",
+                tiny,
+                "--region",
+                str(mask),
+            ]
+        )
+        Image.open(out / "inspection_00000.png").save(path)
+
+
 if __name__ == "__main__":
     stages_diagram(HERE / "stages.png")
     tiny_sheet(HERE / "inspection-tiny.png")
-    print("wrote", HERE / "stages.png", HERE / "inspection-tiny.png")
+    region_sheet(HERE / "inspection-region.png")
+    print(
+        "wrote", *(HERE / n for n in ("stages.png", "inspection-tiny.png", "inspection-region.png"))
+    )

@@ -189,7 +189,10 @@ def _generate(args: argparse.Namespace) -> int:
         "settings": {k: v for k, v in vars(settings).items() if k != "fusion"},
         "fusion": vars(settings.fusion),
         "models": {"sdm": str(paths.sdm), "tdm": str(paths.tdm), "tiny": tiny},
-        "references": [[str(p) for p in person] for person in ref_paths],
+        # one photo: its path; several photos of one person: a list of paths
+        "references": [
+            str(person[0]) if len(person) == 1 else [str(p) for p in person] for person in ref_paths
+        ],
         "region": args.region,
         "images": [str(p) for p in image_paths],
         "inspection": [str(p) for p in sheet_paths],

@@ -1039,3 +1039,76 @@ def test_ctrl_c_stops_cleanly_and_cancels_with_interrupt(tmp_path, fake, refs):
     assert prompt_id in fake.deleted and prompt_id in fake.interrupts
     record = json.loads((out / "manifest.json").read_text())["items"]["0001"]
     assert record["status"] == "interrupted" and record["prompt_id"] == prompt_id
+
+
+# =========================================================================== several photos
+
+
+def test_batch_files_give_a_person_several_photos(tmp_path, refs):
+    him, her = refs
+    (tmp_path / "b.csv").write_text(
+        "id,prompt,references\n"
+        'two,a man <|image|> and a woman <|image|> dancing,"him.png,her.png;her.png"\n'
+        'empty,a man <|image|> rowing,"him.png,"\n'
+    )
+    rows = aq.read_batch(tmp_path / "b.csv")
+    assert rows[0].settings["references"] == [[str(him), str(her)], str(her)]
+    assert rows[0].references == [him, her, her]  # every photo is uploaded
+    assert "empty photo path" in rows[1].error
+    (tmp_path / "b.jsonl").write_text(
+        json.dumps({"prompt": "a man <|image|> rowing", "references": [["him.png", "her.png"]]})
+        + "\n"
+        + json.dumps({"prompt": "a man <|image|> rowing", "person_1": "him.png,her.png"})
+        + "\n"
+    )
+    rows = aq.read_batch(tmp_path / "b.jsonl")
+    assert [r.settings["references"] for r in rows] == [[[str(him), str(her)]]] * 2
+    assert aq.batch.regroup([[1, 2], "x"], ["a", "b", "c"]) == [["a", "b"], "c"]
+
+
+def test_several_photos_get_a_chain_each_joined_by_image_batch():
+    base = api("facediffuser_two_people.json")
+    graph = aq.apply_settings(base, {"references": [["a.png", "b.png", "c.png"], "d.png"]})
+    source = graph["10"]["inputs"]["person_1"]
+    outer = graph[source[0]]
+    assert outer["class_type"] == "ImageBatch"
+    inner = graph[outer["inputs"]["image1"][0]]
+    assert inner["class_type"] == "ImageBatch" and inner["inputs"]["image1"] == ["6", 0]
+
+    def photo(link):  # Face Crop -> Load Image name
+        crop = graph[link[0]]
+        assert crop["class_type"] == "FaceDiffuserFaceCrop"
+        assert crop["inputs"]["face_analysis"] == ["5", 0]  # the shared loader
+        return graph[crop["inputs"]["images"][0]]["inputs"]["image"]
+
+    names = [photo(inner["inputs"]["image1"]), photo(inner["inputs"]["image2"])]
+    assert names + [photo(outer["inputs"]["image2"])] == ["a.png", "b.png", "c.png"]
+    assert graph["32"]["inputs"]["person_1"] == source  # identity scored against all photos
+    assert photo(graph["10"]["inputs"]["person_2"]) == "d.png"
+    assert len(graph) == len(base) + 2 * 2 + 2  # two chain copies, two batch nodes
+    aq.check_graph(graph)  # still two people
+    assert aq.graph_settings(graph)["references"] == ["a.png", "d.png"]
+    with pytest.raises(aq.QueueError, match="already joins several photos"):
+        aq.apply_settings(graph, {"references": ["x.png", "y.png"]})
+
+
+def test_several_photos_end_to_end_upload_each_photo_once(tmp_path, fake, refs):
+    him, her = refs
+    fake.object_info = dict(fake.object_info)
+    fake.object_info["ImageBatch"] = {
+        "input": {"required": {"image1": ["IMAGE"], "image2": ["IMAGE"]}},
+        "output": ["IMAGE"],
+    }
+    batch = items(1, refs, references=[[str(him), str(her)], str(her)])
+    result = aq.run_queue(batch, options(tmp_path, [fake]))
+    assert result.done == ["item00"]
+    ((_, graph),) = fake.received
+    loads = sorted(n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage")
+    name = {p: aq.upload_name(p, aq.runner._sha(p)) for p in refs}
+    assert loads == sorted([name[him], name[her], name[her]])
+    assert len(fake.uploads) == 2  # her.png is uploaded once and used twice
+    # a different grouping of the same photos is a different item
+    digest = manifest(tmp_path)["items"]["item00"]
+    regrouped = items(1, refs, references=[str(him), [str(her), str(her)]])
+    again = aq.run_queue(regrouped, options(tmp_path, [fake]))
+    assert again.done == ["item00"] and manifest(tmp_path)["items"]["item00"] != digest

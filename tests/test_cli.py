@@ -207,3 +207,41 @@ def test_evaluate_names_a_missing_model_before_any_work(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "--sdm" in err and "does not exist" in err
+
+
+def test_reference_preset_runs_the_authors_release_on_the_tiny_default(home, capsys):
+    out = home / "ref"
+    code, stdout, err = run_cli(
+        ["generate", "--out", out, "--no-progress", "--preset", "reference"], capsys
+    )
+    assert code == 0, err
+    run = json.loads((out / "run_00000.json").read_text())
+    assert run["settings"]["scheduler"] == "pndm" and run["settings"]["step_count"] == "loop"
+    # 51 PNDM loop entries: 16 scene + 15 fusion TDM calls, 15 fusion + 20 subject SDM calls
+    assert run["model_calls"] == {"tdm": 31, "sdm": 35}
+
+
+def test_several_photos_per_person_and_a_region(home, capsys, tmp_path):
+    from PIL import Image
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (40, 50), (200, 150, 120)).save(a)
+    Image.new("RGB", (50, 50), (90, 60, 40)).save(b)
+    mask = tmp_path / "left.png"
+    region = Image.new("L", (128, 128), 0)
+    region.paste(255, (0, 0, 64, 128))
+    region.save(mask)
+    out = home / "multi"
+    args = ["generate", "--out", out, "--no-progress", "--steps", "6", "-r", f"{a},{b}"]
+    args += ["-r", str(b), "--region", mask]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    run = json.loads((out / "run_00000.json").read_text())
+    assert run["references"] == [[str(a), str(b)], str(b)]
+    assert run["region"] == str(mask)
+    # a mask of another shape is refused before any model work
+    Image.new("L", (64, 128), 255).save(mask)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "--region" in err and "stretched" in err
+    code, _, err = run_cli(["generate", "--out", out, "-r", f"{a},", "-r", str(b)], capsys)
+    assert code == 2 and "empty photo path" in err

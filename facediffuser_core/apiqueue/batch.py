@@ -39,7 +39,51 @@ class BatchItem:
 
     @property
     def references(self) -> list[Path]:
-        return [Path(p) for p in self.settings.get("references") or []]
+        """Every photo to upload, person by person (a person may have several)."""
+        return [Path(p) for p in flat_references(self.settings.get("references") or [])]
+
+
+MAX_PHOTOS = 16  # photos of one person
+
+
+def flat_references(refs: list) -> list[str]:
+    """``["a.png", ["b1.png", "b2.png"]]`` -> ``["a.png", "b1.png", "b2.png"]``."""
+    return [p for person in refs for p in ([person] if isinstance(person, str) else person)]
+
+
+def regroup(refs: list, values: list) -> list:
+    """``values`` (one per photo, in :func:`flat_references` order) grouped like ``refs``."""
+    out, i = [], 0
+    for person in refs:
+        if isinstance(person, str):
+            out.append(values[i])
+            i += 1
+        else:
+            out.append(list(values[i : i + len(person)]))
+            i += len(person)
+    return out
+
+
+def _person_paths(value: str, base: Path) -> str | list[str]:
+    """One person's cell: ``a.png`` or ``a.png,b.png`` (several photos) -> checked paths."""
+    whole = value.strip()
+    candidate = Path(whole).expanduser()
+    if (candidate if candidate.is_absolute() else base / candidate).is_file():
+        parts = [whole]
+    else:
+        parts = [v.strip() for v in whole.split(",")]
+    if not all(parts):
+        raise ValueError(f"reference {value!r} has an empty photo path: write a.png,b.png")
+    if len(parts) > MAX_PHOTOS:
+        raise ValueError(f"{len(parts)} photos of one person; at most {MAX_PHOTOS}")
+    paths = []
+    for v in parts:
+        path = Path(v).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ValueError(f"reference image {v!r} not found (looked at {path})")
+        paths.append(str(path))
+    return paths[0] if len(paths) == 1 else paths
 
 
 def _column(name: str) -> str:
@@ -78,17 +122,18 @@ def _convert(key: str, value: Any, base: Path) -> Any:
             raise ValueError(f"{key} is a fraction of the steps, 0 to 1, got {number}")
         return number
     if key == "references":
+        # people are separated by ';' (or '|'), one person's photos by ','
         if isinstance(value, str):
             value = [v for v in re.split(r"[;|]", value) if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ValueError("references must be image paths (a list, or ';'-separated)")
-        paths = []
-        for v in value:
-            path = Path(v.strip()).expanduser()
-            path = path if path.is_absolute() else base / path
-            if not path.is_file():
-                raise ValueError(f"reference image {v.strip()!r} not found (looked at {path})")
-            paths.append(str(path))
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(p, str) for p in v))
+            for v in value
+        ):
+            raise ValueError(
+                "references must be image paths: ';' between people and ',' between one "
+                "person's photos (in JSONL a list, with a list per person for several photos)"
+            )
+        paths = [_person_paths(v if isinstance(v, str) else ",".join(v), base) for v in value]
         if len(paths) > MAX_PEOPLE:
             raise ValueError(f"{len(paths)} references; Face-diffuser takes at most {MAX_PEOPLE}")
         return paths
@@ -112,7 +157,9 @@ def make_item(
         if order != [f"person_{i}" for i in range(1, len(order) + 1)]:
             item.error = "person_1..person_4 must be filled from person_1 on, without gaps"
             return item
-        raw["references"] = [str(people[k]) for k in order]
+        raw["references"] = [
+            people[k] if isinstance(people[k], list) else str(people[k]) for k in order
+        ]
     try:
         for k, v in raw.items():
             converted = _convert(k, v, base)
@@ -142,9 +189,10 @@ def read_batch(
     """Items from a CSV (header row) or JSONL (one object per line) batch file.
 
     Columns: ``id`` (optional; default: the row number), ``prompt``, ``references`` (paths,
-    ';'-separated in CSV, a list in JSONL; relative to the batch file) or ``person_1`` ...
-    ``person_4``, ``negative``, ``seed``, ``steps``, ``cfg``, ``scene_end``, ``fusion_end``,
-    ``width``, ``height``, ``batch``. Empty cells keep ``defaults`` (the command line) or the
+    ';'-separated people in CSV, a list in JSONL; relative to the batch file; one person's
+    several photos ','-separated, or a nested list) or ``person_1`` ... ``person_4``,
+    ``negative``, ``seed``, ``steps``, ``cfg``, ``scene_end``, ``fusion_end``, ``width``,
+    ``height``, ``batch``. Empty cells keep ``defaults`` (the command line) or the
     workflow's value. A bad row becomes an item with ``error`` set; an unknown column or an
     unreadable file is a QueueError.
     """

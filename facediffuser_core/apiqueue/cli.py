@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="IMAGE",
-        help="reference photo, uploaded to the server; repeat in marker order",
+        help="reference photo(s) of one person, uploaded to the server; comma-separated for "
+        "several photos (-r a.png,b.png); repeat per person in marker order",
     )
     parser.add_argument("--negative", help="negative prompt text")
     parser.add_argument("--seed", type=int)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import FaceDiffuserError
 from .errors import QueueError
+from .photos import PHOTO_BATCH, add_photos
 
 MAX_PEOPLE = 4
 
@@ -322,6 +323,8 @@ def person_chains(graph: Mapping[str, Any]) -> list[PersonChain]:
             if node["class_type"] == "LoadImage":
                 break
             linked = {k: v for k, v in node["inputs"].items() if _is_link(v)}
+            if node["class_type"] == PHOTO_BATCH:  # several photos: the first one's chain
+                linked = {k: v for k, v in linked.items() if k == "image1"}
             pick = next((linked[k] for k in ("images", "image", "pixels") if k in linked), None)
             if pick is None and len(linked) == 1:
                 pick = next(iter(linked.values()))
@@ -353,9 +356,18 @@ def _consumers(graph: Mapping[str, Any], node_id: str) -> list[tuple[str, str]]:
     ]
 
 
-def _set_people(graph: dict, names: Sequence[str]) -> None:
-    """Point the people's Load Image nodes at ``names``, adding or removing people."""
+def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
+    """Point the people's Load Image nodes at ``names``, adding or removing people.
+
+    A person given several photos (a list of names) gets a chain per photo joined by
+    ``ImageBatch`` nodes (see :mod:`photos`).
+    """
     chains = person_chains(graph)
+    if any(graph[n]["class_type"] == PHOTO_BATCH for chain in chains for n in chain.nodes):
+        raise QueueError(
+            "the workflow already joins several photos of a person with Image Batch: give "
+            "the queue a workflow with one Load Image per person (the queue adds the batch)"
+        )
     if not chains:
         raise QueueError(
             "the workflow has no Face-diffuser Subject Encode node with person inputs to take "
@@ -403,7 +415,11 @@ def _set_people(graph: dict, names: Sequence[str]) -> None:
                     node["inputs"][f"person_{i}"] = list(new_source)
             chains.append(PersonChain(i, tuple(ids[k] for k in base.nodes)))
     for chain, name in zip(chains, names, strict=False):
-        graph[chain.load_image]["inputs"]["image"] = name
+        photos = [name] if isinstance(name, str) else list(name)
+        graph[chain.load_image]["inputs"]["image"] = photos[0]
+        if len(photos) > 1:
+            source = encoder["inputs"][f"person_{chain.index}"]
+            add_photos(graph, chain.nodes, photos, source, chain.index)
 
 
 def _set_input(graph: dict, key: str, value: Any) -> int:
@@ -460,8 +476,9 @@ def apply_settings(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> dic
     """A copy of ``graph`` with the settings applied to the nodes that mean them.
 
     ``settings`` keys: ``prompt``, ``references`` (image names on the server, in marker
-    order), ``negative``, ``seed``, ``steps``, ``cfg``, ``scene_end``, ``fusion_end``,
-    ``width``, ``height``, ``batch_size``; None values are left as in the graph.
+    order; a list of names for a person with several photos), ``negative``, ``seed``,
+    ``steps``, ``cfg``, ``scene_end``, ``fusion_end``, ``width``, ``height``,
+    ``batch_size``; None values are left as in the graph.
     """
     graph = copy.deepcopy(dict(graph))
     for key, value in settings.items():

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import BatchItem
+from .batch import BatchItem, regroup
 from .client import DEFAULT_SERVER, ComfyClient, _Listener, fetch_object_info, normalize_url
 from .errors import PromptRejected, QueueError, ServerUnreachable
 from .graph import (
@@ -293,7 +293,7 @@ class _Server(threading.Thread):
             raise
         settings = dict(job.item.settings)
         if names:
-            settings["references"] = names
+            settings["references"] = regroup(settings["references"], names)
         try:
             graph = apply_settings(job.workflow.graph, settings)
         except QueueError as exc:  # was checked when planning; only a race could get here
@@ -808,7 +808,7 @@ class _Planner:
         return self.cache[key]
 
 
-def _item_digest(item: BatchItem, workflow: Workflow, shas: Sequence[str]) -> str:
+def _item_digest(item: BatchItem, workflow: Workflow, shas: Sequence[Any]) -> str:
     settings = {k: v for k, v in item.settings.items() if k != "references"}
     payload = {"workflow": workflow.digest, "settings": settings, "references": list(shas)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
@@ -873,10 +873,13 @@ def _plan(
             placeholders = [upload_name(p, "0" * 20) for p in item.references]
             settings = dict(item.settings)
             if placeholders:
-                settings["references"] = placeholders
+                settings["references"] = regroup(settings["references"], placeholders)
             graph = apply_settings(wf.graph, settings)
             check_graph(graph)
-            digest = _item_digest(item, wf, [runner.sha(p) for p in item.references])
+            shas = [runner.sha(p) for p in item.references]
+            if shas:  # grouped as the people are (one photo each: the plain list, as before)
+                shas = regroup(item.settings["references"], shas)
+            digest = _item_digest(item, wf, shas)
         except QueueError as exc:
             if not item.row and len(items) == 1:
                 raise  # the command line's own item: a user error, exit status 2
