@@ -20,11 +20,14 @@ def _model_input(default_hint: str) -> tuple:
     )
 
 
-def _validate(model_name: str) -> bool | str:
+def _validate(model_name: str | None) -> bool | str:
+    """Only entries of the listing (by membership: nothing outside the folders is touched)."""
+    if model_name is None:  # linked from another node: checked when it arrives
+        return True
     try:
         paths.resolve(model_name)
     except FaceDiffuserError as exc:
-        return f"{exc} (model folder: {paths.default_folder()})"
+        return str(exc)
     return True
 
 
