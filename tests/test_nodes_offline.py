@@ -291,3 +291,103 @@ def test_person_inputs_are_taken_in_marker_order(host):
         people(a, None, b)
     with pytest.raises(host.errors.InputError, match="person_1 holds a batch of 2"):
         people(torch.zeros(2, 8, 8, 3))
+
+
+def test_every_node_refuses_inputs_it_does_not_have(host):
+    """ComfyUI passes unknown linked inputs to the function: refuse them at validation."""
+    mappings = host.pack.NODE_CLASS_MAPPINGS
+    assert mappings
+    for node_id, node_cls in mappings.items():
+        message = node_cls.VALIDATE_INPUTS(person_5=None)
+        assert isinstance(message, str), node_id
+        assert "has no input 'person_5'" in message, message
+        for name in node_cls.INPUT_TYPES()["required"]:
+            assert name in message, (node_id, name)
+    message = mappings["FaceDiffuserSubjectEncode"].VALIDATE_INPUTS(
+        clip=None, subject_encoder=None, prompt="a man <|image|>", person_1=None, person_5=None
+    )
+    assert "'Face-diffuser Subject Encode' has no input 'person_5'" in message
+    assert "person_4" in message and "object_resolution" in message
+
+
+def test_range_and_choice_checks_still_apply(host):
+    """With **kwargs ComfyUI leaves min/max and list checks to the node: they must still hold."""
+    encode = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSubjectEncode"]
+    good = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>", "person_1": None}
+    assert encode.VALIDATE_INPUTS(**good, object_resolution=512) is True
+    assert "smaller than the minimum 224" in encode.VALIDATE_INPUTS(**good, object_resolution=100)
+    settings = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSNFSettings"]
+    spec = settings.INPUT_TYPES()["required"]
+    choice = next(name for name, s in spec.items() if isinstance(s[0], list))
+    assert "is not one of the choices" in settings.VALIDATE_INPUTS(**{choice: "no such mode"})
+
+
+@pytest.fixture()
+def folders(host, tmp_path, monkeypatch):
+    """A fake folder_paths over tmp_path/ComfyUI, plus an extra_model_paths-style folder."""
+    base = tmp_path / "ComfyUI"
+    models = base / "models"
+    registered: dict = {}
+
+    def add_model_folder_path(name, path, is_default=False):
+        registered.setdefault(name, ([], set()))[0].append(str(path))
+
+    fake = _module(
+        "folder_paths",
+        base_path=str(base),
+        models_dir=str(models),
+        folder_names_and_paths=registered,
+        supported_pt_extensions={".bin", ".safetensors"},
+        add_model_folder_path=add_model_folder_path,
+        get_folder_paths=lambda name: list(registered[name][0]),
+    )
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    paths = importlib.import_module(f"{PACK}.nodes.paths")
+    paths.register_folder()
+    extra = tmp_path / "shared-disk" / "facediffuser"
+    add_model_folder_path("facediffuser", extra)
+    return types.SimpleNamespace(paths=paths, base=base, models=models, extra=extra)
+
+
+def test_loader_names_resolve_only_inside_the_registered_folders(folders):
+    paths = folders.paths
+    sdm = folders.models / "facediffuser" / "SDM" / "pytorch_model.bin"
+    sdm.parent.mkdir(parents=True)
+    sdm.write_bytes(b"x")
+    (folders.extra / "TDM").mkdir(parents=True)
+    (folders.extra / "TDM" / "pytorch_model.bin").write_bytes(b"x")
+    assert paths.model_list() == ["SDM/pytorch_model.bin", "TDM/pytorch_model.bin"]
+    assert paths.resolve("TDM/pytorch_model.bin") == folders.extra / "TDM" / "pytorch_model.bin"
+    with pytest.raises(Exception, match="only files and converted sets inside") as info:
+        paths.resolve("../../../etc/hostname")
+    message = str(info.value)
+    assert "models/facediffuser (or its extra_model_paths.yaml folders:" in message
+    assert str(folders.base) not in message
+
+
+def test_error_text_names_no_server_paths(folders, host):
+    paths = folders.paths
+    inside = folders.models / "facediffuser" / "SDM" / "pytorch_model.bin"
+    assert paths.redact(f"cannot read {inside}: truncated") == (
+        "cannot read models/facediffuser/SDM/pytorch_model.bin: truncated"
+    )
+    custom = folders.base / "custom_nodes" / "pack" / "x.py"
+    assert paths.redact(f"in {custom}") == "in custom_nodes/pack/x.py"
+    assert str(folders.extra.parent) not in paths.redact(f"at {folders.extra / 'a.bin'}")
+
+    guard = importlib.import_module(f"{PACK}.nodes.guard")
+
+    class Node:
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def run(self):
+            raise host.errors.CheckpointError(f"{inside} is truncated")
+
+    guard.guard(Node, "Test node")
+    with pytest.raises(host.errors.CheckpointError) as info:
+        Node().run()
+    assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"
