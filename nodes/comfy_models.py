@@ -28,7 +28,7 @@ from ..facediffuser_core.configs import text_config, unet_config_from_diffusers,
 from ..facediffuser_core.errors import CheckpointError, ModelError
 from ..facediffuser_core.ldm import unet_to_ldm
 from ..facediffuser_core.modelfiles import find_tokenizer
-from ..facediffuser_core.models import build_subject_encoder, check_compatible
+from ..facediffuser_core.models import build_subject_encoder, check_compatible, verify_parts
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ def load_checkpoint(path: Path, expect: str) -> LoadedCheckpoint:
         )
     if "text_encoder" not in parts.parts:
         raise CheckpointError(f"{path} has no text encoder weights: Face-diffuser needs them")
+    verify_parts(parts)  # the CLI's checks: missing, unexpected, mis-shaped keys, per part
     check_compatible(parts)
     tokenizer_dir = find_tokenizer(path)
     model = build_model(parts.parts["unet"])
