@@ -29,6 +29,7 @@ from ..facediffuser_core.stages import (
     stage_for_step,
     step_index_for_sigma,
 )
+from .provenance import check_wiring
 from .types import CATEGORY, SNF_TYPE
 
 SCENE_END, FUSION_END = boundary_fractions()  # the paper's 15 / 30 of 50 steps: 0.32, 0.62
@@ -106,6 +107,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
 
     def set_conds(self, negative, text, subject, tdm_text=None):  # noqa: D102 - 3 or 4 conds
         """TDM: [negative, tdm_text or text]; SDM: [text, subject] (text is its unconditional)."""
+        check_wiring(negative, text, subject, tdm_text, sdm=self.sdm)  # roles in their sockets
         tdm_positive = text if tdm_text is None else tdm_text
         for name, cond, model, role in (
             ("negative", negative, self.model_patcher, "TDM"),

@@ -391,3 +391,78 @@ def test_error_text_names_no_server_paths(folders, host):
     with pytest.raises(host.errors.CheckpointError) as info:
         Node().run()
     assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _tagged(host, value, role, sdm="SDM/a.bin"):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    return prov.tag(cond(value), role, sdm)
+
+
+def test_guider_refuses_roles_in_the_wrong_socket(host):
+    InputError = host.errors.InputError
+    guider = host.sampling.SNFGuider(
+        FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 1.0), 5.0, (0.32, 0.62)
+    )
+    text, subject = _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject")
+    guider.set_conds(cond(0.0), text, subject)  # the right wiring
+    guider.set_conds(cond(0.0), text, subject, cond(3.0))  # a stock tdm_text
+    cases = [
+        ((cond(0.0), subject, text, None), "'text' and 'subject' are swapped"),
+        ((cond(0.0), text, subject, subject), "'tdm_text' carries Subject Encode's 'subject'"),
+        ((subject, text, subject, None), "'negative' carries Subject Encode's 'subject'"),
+        ((text, text, subject, None), "'negative' carries Subject Encode's 'text'"),
+        ((cond(0.0), text, text, None), "'subject' carries Subject Encode's 'text'"),
+        ((cond(0.0), subject, subject, None), "'text' carries Subject Encode's 'subject'"),
+        (
+            (cond(0.0), text, _tagged(host, 2.0, "subject", "SDM/b.bin"), None),
+            "encoded for the SDM SDM/a.bin but 'subject' for the SDM SDM/b.bin",
+        ),
+    ]
+    for args, message in cases:
+        with pytest.raises(InputError, match=message):
+            guider.set_conds(*args)
+
+
+def test_stock_conditioning_nodes_keep_defined_roles(host):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    text, subject = _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject")
+    zeroed = [[torch.zeros_like(t), dict(d)] for t, d in text]  # Conditioning Zero Out
+    area = [[t, {**d, "area": (8, 8, 0, 0)}] for t, d in subject]  # Set Area
+    combined = subject + cond(5.0)  # Combine with a stock encoding
+    concat = [[torch.cat([t, cond(5.0)[0][0]], 1), dict(d)] for t, d in text]  # Concat
+    assert prov.roles(zeroed) == set() and prov.roles(area) == {"subject"}
+    assert prov.roles(combined) == {"subject"} and prov.roles(concat) == {"text"}
+    prov.check_wiring(zeroed, concat, combined)  # a zeroed text is a fine negative
+    with pytest.raises(host.errors.InputError, match="'text' carries"):
+        prov.check_wiring(cond(0.0), text + subject, area)
+
+
+def test_subject_encoder_and_clip_must_share_their_sdm(host, caplog):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    ModelError = host.errors.ModelError
+
+    def clip(kind=None, name=None):
+        out = types.SimpleNamespace(cond_stage_model=types.SimpleNamespace())
+        if kind:
+            prov.mark_clip(out, kind, name)
+        return out
+
+    encoder = types.SimpleNamespace()
+    prov.mark(encoder, "sdm", "SDM/a.bin")
+    assert prov.encoder_source(clip("sdm", "SDM/a.bin"), encoder) == "SDM/a.bin"
+    with pytest.raises(ModelError, match="clip comes from the SDM SDM/b.bin but its subject_enc"):
+        prov.encoder_source(clip("sdm", "SDM/b.bin"), encoder)
+    with pytest.raises(ModelError, match="comes from 'Load Face-diffuser TDM'"):
+        prov.encoder_source(clip("tdm", "TDM/x.bin"), encoder)
+    with caplog.at_level(logging.WARNING):
+        assert prov.encoder_source(clip(), encoder) == "SDM/a.bin"  # unmarked: traced no further
+    assert "no Face-diffuser loader made" in caplog.text
+    model = FakePatcher(host, "sdm", 1.0)
+    prov.mark_model(model, "sdm", "SDM/b.bin")
+    with pytest.raises(host.errors.InputError, match="but the SDM model is SDM/b.bin"):
+        prov.check_wiring(
+            cond(0.0), _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject"), sdm=model
+        )
