@@ -61,6 +61,14 @@ def shown(path: str | os.PathLike) -> str:
             continue
         shown_path = "/".join(p for p in (label, relative.as_posix()) if p and p != ".")
         return shown_path or "the ComfyUI folder"
+    for folder in (FOLDER, "insightface"):
+        for number, root in enumerate(_registered(folder), start=1):
+            try:
+                relative = path.relative_to(os.path.abspath(root))
+            except ValueError:
+                continue
+            label = f"extra_model_paths.yaml's {folder} folder #{number}"
+            return "/".join(p for p in (label, relative.as_posix()) if p != ".")
     return f"<folder outside ComfyUI>/{path.name}"
 
 
