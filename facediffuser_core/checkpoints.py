@@ -215,18 +215,20 @@ def canonicalize_part(part: str, sd: Mapping[str, torch.Tensor]) -> StateDict:
 
 @dataclass
 class KeyReport:
-    """Missing and unexpected keys of one part against what its module needs."""
+    """Missing, unexpected and mis-shaped keys of one part against what its module needs."""
 
     part: str
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    mis_shaped: list[str] = field(default_factory=list)  # "key (file shape, expected shape)"
+    source: str = ""  # the file or set the part came from, for the message
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.unexpected
+        return not self.missing and not self.unexpected and not self.mis_shaped
 
     def raise_for_problems(self) -> None:
-        """CheckpointError listing the offending key names, if any."""
+        """CheckpointError naming the file, the part and the first offending keys, if any."""
         if self.ok:
             return
         problems = []
@@ -234,25 +236,40 @@ class KeyReport:
             problems.append(f"{len(self.missing)} missing: {_names(self.missing)}")
         if self.unexpected:
             problems.append(f"{len(self.unexpected)} unexpected: {_names(self.unexpected)}")
+        if self.mis_shaped:
+            problems.append(f"{len(self.mis_shaped)} mis-shaped: {_names(self.mis_shaped, 5)}")
+        where = f" in {self.source}" if self.source else ""
         raise CheckpointError(
-            f"the {self.part} weights do not match the {self.part} architecture "
-            f"({'; '.join(problems)}). The file is incomplete or from another model: "
+            f"the {self.part} weights{where} do not match the {self.part} architecture "
+            f"({'; '.join(problems)}). The file is incomplete, damaged or from another model: "
             f"{_HF_HINT}, or re-run the converter"
         )
 
 
-def check_keys(part: str, sd: Mapping[str, Any], module_or_expected_keys: Any) -> KeyReport:
-    """Compare a state dict with a module's state-dict keys (or an iterable of keys)."""
+def check_keys(
+    part: str, sd: Mapping[str, Any], module_or_expected_keys: Any, source: str = ""
+) -> KeyReport:
+    """Compare a state dict with a module's state dict (names and shapes) or a list of names."""
+    shapes: dict[str, tuple] = {}
     if isinstance(module_or_expected_keys, torch.nn.Module):
-        expected = list(module_or_expected_keys.state_dict().keys())
+        state = module_or_expected_keys.state_dict()
+        expected = list(state.keys())
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
     else:
         expected = list(module_or_expected_keys)
     have = set(sd.keys())
     want = set(expected)
+    mis_shaped = [
+        f"{k} {tuple(sd[k].shape)} (expected {shapes[k]})"
+        for k in expected
+        if k in have and k in shapes and hasattr(sd[k], "shape") and tuple(sd[k].shape) != shapes[k]
+    ]
     return KeyReport(
         part=part,
         missing=[k for k in expected if k not in have],
         unexpected=sorted(k for k in sd.keys() if k not in want),
+        mis_shaped=mis_shaped,
+        source=source,
     )
 
 
@@ -262,6 +279,7 @@ class CheckpointParts:
 
     kind: str
     parts: dict[str, StateDict]
+    source: str = ""  # the published file or converted-set folder they were read from
 
 
 def _kind_of(parts: Mapping[str, Any], source: Path) -> str:
@@ -314,7 +332,7 @@ def _load_converted(folder: Path) -> CheckpointParts:
             f"the converted set in {folder} mixes files of kinds {sorted(kinds | {kind})}: "
             "re-run the converter into an empty folder"
         )
-    return CheckpointParts(kind=kind, parts=parts)
+    return CheckpointParts(kind=kind, parts=parts, source=str(folder))
 
 
 def _published_file(folder: Path) -> Path | None:
@@ -347,7 +365,7 @@ def load_parts(path: str | os.PathLike) -> CheckpointParts:
             )
     sd = read_state_dict(p)
     parts = {k: canonicalize_part(k, v) for k, v in split_published(sd).items()}
-    return CheckpointParts(kind=_kind_of(parts, p), parts=parts)
+    return CheckpointParts(kind=_kind_of(parts, p), parts=parts, source=str(p))
 
 
 # --------------------------------------------------------------------------- conversion

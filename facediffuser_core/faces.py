@@ -14,6 +14,8 @@ first and never lets insightface download anything. Images are ComfyUI ``IMAGE``
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import os
 import warnings
@@ -66,30 +68,52 @@ class FaceToolsUnavailable(FaceDiffuserError, ImportError):
     """insightface or onnxruntime cannot be imported: the message has the pip command."""
 
 
-def _import_onnxruntime():
+def _import_problem(module: str) -> str | None:
+    """None if ``module`` imports, else what went wrong (one line)."""
     try:
-        import onnxruntime
-    except Exception as exc:  # ImportError, or a broken install (DLL/ABI errors)
-        raise FaceToolsUnavailable(
-            f"onnxruntime is not importable ({type(exc).__name__}: {exc}): install it into the "
-            "Python that runs Face-diffuser/ComfyUI with `pip install onnxruntime` (GPU: "
-            "`pip install onnxruntime-gpu` instead, not both); `facediffuser doctor` checks "
-            "the setup"
-        ) from exc
+        importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken install (DLL/ABI errors, libGL for cv2)
+        return f"{module}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def face_tools_message(problems: Sequence[str]) -> str:
+    """One message for every face-tools package that is missing, with one install line."""
+    packages = [p.split(":")[0].split(".")[0] for p in problems]
+    return (
+        f"the face tools need {' and '.join(packages)}, which "
+        f"{'is' if len(packages) == 1 else 'are'} not importable ({'; '.join(problems)}): "
+        "install into the Python that runs Face-diffuser/ComfyUI with "
+        f"`python -m pip install {' '.join(packages)}` (GPU: onnxruntime-gpu instead of "
+        "onnxruntime, not both); `facediffuser doctor` checks the setup"
+    )
+
+
+def _import_onnxruntime():
+    problem = _import_problem("onnxruntime")
+    if problem:
+        raise FaceToolsUnavailable(face_tools_message([problem]))
+    import onnxruntime
+
     return onnxruntime
 
 
 def _import_face_analysis():
-    _import_onnxruntime()
-    try:
-        from insightface.app import FaceAnalysis
-    except Exception as exc:  # ImportError, or e.g. cv2 failing to load libGL
-        raise FaceToolsUnavailable(
-            f"insightface is not importable ({type(exc).__name__}: {exc}): install it into the "
-            "Python that runs Face-diffuser/ComfyUI with `pip install insightface onnxruntime` "
-            "(GPU: onnxruntime-gpu instead of onnxruntime); `facediffuser doctor` checks the "
-            "setup"
-        ) from exc
+    """insightface's FaceAnalysis; every missing package is named at once."""
+    problems = []
+    if importlib.util.find_spec("insightface") is None:
+        problems.append("insightface: not installed")
+    onnx_problem = _import_problem("onnxruntime")
+    if onnx_problem:
+        problems.append(onnx_problem)
+    if not problems:  # both present: insightface itself may still fail to load
+        problem = _import_problem("insightface.app")
+        if problem:
+            problems.append(problem.replace("insightface.app:", "insightface:", 1))
+    if problems:
+        raise FaceToolsUnavailable(face_tools_message(problems))
+    from insightface.app import FaceAnalysis
+
     return FaceAnalysis
 
 

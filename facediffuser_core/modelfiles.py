@@ -46,30 +46,86 @@ def model_entries(relative_files: Iterable[str]) -> list[str]:
     return sorted(e for e in entries if e)
 
 
-def scan_model_folder(root: str | os.PathLike) -> list[str]:
-    """:func:`model_entries` for every file under ``root`` (empty if it does not exist)."""
+def _relative_files(base: Path) -> list[str]:
+    """Files under ``base`` (``/``-separated), following symlinked folders once each."""
+    files: list[str] = []
+    seen: set[str] = set()
+    for folder, dirs, names in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a symlink loop, or the same folder linked twice
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        relative = Path(folder).relative_to(base)
+        files.extend((relative / n).as_posix() for n in names if os.path.isfile(Path(folder, n)))
+    return files
+
+
+def index_model_folder(root: str | os.PathLike) -> dict[str, Path]:
+    """Each model entry of ``root`` (see :func:`model_entries`) -> its file or set folder."""
     base = Path(root)
     if not base.is_dir():
-        return []
-    files = [p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file()]
-    return model_entries(files)
+        return {}
+    return {e: base / e.rstrip("/") for e in model_entries(_relative_files(base))}
 
 
-def resolve_entry(roots: Iterable[str | os.PathLike], name: str) -> Path:
-    """The file or converted-set folder that a model name refers to, in the first root."""
-    roots = [Path(r) for r in roots]
-    relative = name.rstrip("/")
+def index_model_folders(roots: Iterable[str | os.PathLike]) -> dict[str, Path]:
+    """:func:`index_model_folder` over several folders; an entry's first folder wins."""
+    index: dict[str, Path] = {}
     for root in roots:
-        candidate = root / relative
-        if name.endswith("/") and (candidate / SET_MARKER).is_file():
-            return candidate
-        if not name.endswith("/") and candidate.is_file():
-            return candidate
-    where = ", ".join(str(r) for r in roots) or "the facediffuser model folder"
-    raise CheckpointError(
-        f"model {name!r} was not found in {where}: put the files there ({DOWNLOAD_HINT}), "
-        "or convert them there with 'facediffuser convert'"
+        for entry, path in index_model_folder(root).items():
+            index.setdefault(entry, path)
+    return index
+
+
+def scan_model_folder(root: str | os.PathLike) -> list[str]:
+    """:func:`model_entries` for every file under ``root`` (empty if it does not exist)."""
+    return sorted(index_model_folder(root))
+
+
+def looks_like_a_path(name: str) -> bool:
+    """A name that tries to leave the listing: absolute, ``..``, backslashes, drive letters."""
+    parts = name.replace("\\", "/").split("/")
+    return (
+        name.startswith(("/", "~"))
+        or "\\" in name
+        or ".." in parts
+        or (len(name) > 1 and name[1] == ":")
     )
+
+
+def unknown_model_message(name: object, where: str) -> str:
+    """Why a model name is refused; depends on the name only, never on what exists on disk."""
+    shown = repr(name) if isinstance(name, str) and len(name) <= 200 else "this model name"
+    why = (
+        "model names are entries of the loader's list, not paths ('..', absolute paths and "
+        "backslashes are refused), and "
+        if isinstance(name, str) and looks_like_a_path(name)
+        else ""
+    )
+    return (
+        f"model {shown} was not found: {why}only files and converted sets inside {where} can be "
+        f"loaded. Put the files there ({DOWNLOAD_HINT}), or convert them there with "
+        "'facediffuser convert', then pick the entry from the list"
+    )
+
+
+def resolve_entry(
+    roots: Iterable[str | os.PathLike], name: str, *, where: str | None = None
+) -> Path:
+    """The file or converted-set folder that a listed model name refers to.
+
+    Resolution is by membership in the folders' listing, never by joining ``name`` onto a
+    folder, so a name cannot reach (or probe) anything outside them. ``where`` is how the
+    error names the folders (default: their paths).
+    """
+    roots = [Path(r) for r in roots]
+    index = index_model_folders(roots)
+    if isinstance(name, str) and name in index:
+        return index[name]
+    where = where or ", ".join(str(r) for r in roots) or "the facediffuser model folder"
+    raise CheckpointError(unknown_model_message(name, where))
 
 
 def find_tokenizer(model_path: str | os.PathLike) -> Path | None:

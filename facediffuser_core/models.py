@@ -9,6 +9,7 @@ together the way SD1.5 does; otherwise a clear CheckpointError / ModelError name
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +36,70 @@ class FaceDiffuserModels:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def _materialise(part: str, factory, sd: dict[str, torch.Tensor], device, dtype) -> Any:
+def part_factory(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Callable[[], Any]:
+    """The module a part's weights describe (architecture read from the weights alone).
+
+    One home for "which module holds which part": the CLI builds these modules, and the
+    ComfyUI loaders check their files against them (:func:`verify_parts`) before building
+    ComfyUI's own.
+    """
+    from .subject import PostfuseModule
+
+    try:
+        if part == "unet":
+            from diffusers import UNet2DConditionModel
+
+            cfg = unet_config_from_diffusers(sd)
+            return lambda: UNet2DConditionModel(**cfg)
+        if part == "vae":
+            from diffusers import AutoencoderKL
+
+            cfg = vae_config(sd)
+            return lambda: AutoencoderKL(**cfg)
+        if part == "text_encoder":
+            from transformers import CLIPTextConfig, CLIPTextModel
+
+            cfg = text_config(sd)
+            return lambda: CLIPTextModel(CLIPTextConfig(**cfg))
+        if part == "image_encoder":
+            from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+            cfg = vision_config(sd)
+            return lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
+        if part == "postfuse":
+            dim = int(sd["layer_norm.weight"].shape[0])
+            return lambda: PostfuseModule(dim)
+    except (CheckpointError, KeyError, IndexError, ValueError, AttributeError) as exc:
+        where = f" in {source}" if source else ""
+        why = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(
+            f"the {part} weights{where} are incomplete or damaged: their architecture cannot be "
+            f"read from them ({why}); download the file again (Hugging Face repository "
+            "CodeGoat24/Face-diffuser) or re-run the converter"
+        ) from exc
+    raise ModelError(f"internal error: no module for checkpoint part {part!r}")
+
+
+def verify_parts(parts: CheckpointParts) -> None:
+    """The CLI's structural check of every part (names and shapes), on the meta device.
+
+    CheckpointError naming the file, the part and the first missing, unexpected or
+    mis-shaped keys; nothing is allocated, so this costs a moment even at SD1.5 size.
+    """
+    for part, sd in parts.parts.items():
+        factory = part_factory(part, sd, parts.source)
+        with torch.device("meta"):
+            module = factory()
+        check_keys(part, sd, module, parts.source).raise_for_problems()
+
+
+def _materialise(
+    part: str, factory, sd: dict[str, torch.Tensor], device, dtype, source: str = ""
+) -> Any:
     """Create a module on the meta device, load ``sd`` strictly into it, move and freeze it."""
     with torch.device("meta"):
         module = factory()
-    check_keys(part, sd, module).raise_for_problems()
+    check_keys(part, sd, module, source).raise_for_problems()
     try:
         module.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatches
@@ -107,8 +167,6 @@ def build_models(
     dtype: torch.dtype = torch.float32,
 ) -> FaceDiffuserModels:
     """Instantiate UNet, VAE, text encoder (and the SDM's subject encoder) from loaded parts."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
     p = parts.parts
     for required in ("unet", "vae"):
         if required not in p:
@@ -129,18 +187,14 @@ def build_models(
     vision_cfg = vision_config(p["image_encoder"]) if is_sdm else None
     _check_compatible(p, unet_cfg, vae_cfg, text_cfg, vision_cfg)
 
-    unet = _materialise("unet", lambda: UNet2DConditionModel(**unet_cfg), p["unet"], device, dtype)
-    vae = _materialise("vae", lambda: AutoencoderKL(**vae_cfg), p["vae"], device, dtype)
+    src = parts.source
+    unet = _materialise("unet", part_factory("unet", p["unet"], src), p["unet"], device, dtype, src)
+    vae = _materialise("vae", part_factory("vae", p["vae"], src), p["vae"], device, dtype, src)
     text_encoder = None
     if text_cfg is not None:
-        from transformers import CLIPTextConfig, CLIPTextModel
-
+        sd = p["text_encoder"]
         text_encoder = _materialise(
-            "text_encoder",
-            lambda: CLIPTextModel(CLIPTextConfig(**text_cfg)),
-            p["text_encoder"],
-            device,
-            dtype,
+            "text_encoder", part_factory("text_encoder", sd, src), sd, device, dtype, src
         )
     subject_encoder = build_subject_encoder(parts, device=device, dtype=dtype) if is_sdm else None
     return FaceDiffuserModels(
@@ -159,9 +213,7 @@ def build_subject_encoder(
     dtype: torch.dtype = torch.float32,
 ) -> Any:
     """The SDM's :class:`subject.SubjectEncoder` (image tower + post-fusion) from its parts."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from .subject import PostfuseModule, SubjectEncoder
+    from .subject import SubjectEncoder
 
     p = parts.parts
     missing = [k for k in ("image_encoder", "postfuse") if k not in p]
@@ -170,16 +222,13 @@ def build_subject_encoder(
             f"the checkpoint lacks {' and '.join(missing)} weights, so it is not an SDM: load "
             "the complete SDM/pytorch_model.bin or its converted set"
         )
-    vision_cfg = vision_config(p["image_encoder"])
+    src, image, post = parts.source, p["image_encoder"], p["postfuse"]
     image_encoder = _materialise(
-        "image_encoder",
-        lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**vision_cfg)),
-        p["image_encoder"],
-        device,
-        dtype,
+        "image_encoder", part_factory("image_encoder", image, src), image, device, dtype, src
     )
-    dim = int(p["postfuse"]["layer_norm.weight"].shape[0])
-    postfuse = _materialise("postfuse", lambda: PostfuseModule(dim), p["postfuse"], device, dtype)
+    postfuse = _materialise(
+        "postfuse", part_factory("postfuse", post, src), post, device, dtype, src
+    )
     return SubjectEncoder(image_encoder, postfuse).eval()
 
 

@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -310,16 +311,28 @@ def preprocess_references(images: Sequence[Tensor], **kw) -> Tensor:
 
 
 class MLP(nn.Module):
-    """LayerNorm(in) -> Linear(in, hidden) -> GELU -> Linear(hidden, out) (+ input)."""
+    """LayerNorm(in) -> Linear(in, hidden) -> GELU -> Linear(hidden, out) (+ input).
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, use_residual: bool = True):
+    ``operations`` supplies ``Linear`` and ``LayerNorm`` (``torch.nn`` by default; a host
+    passes its own, e.g. ComfyUI's ``comfy.ops.manual_cast``, for its casting and offloading).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int,
+        use_residual: bool = True,
+        operations: Any = nn,
+        **factory: Any,
+    ):
         super().__init__()
         if use_residual and in_dim != out_dim:
             raise ValueError(f"a residual MLP needs in_dim == out_dim, got {in_dim} != {out_dim}")
-        self.layernorm = nn.LayerNorm(in_dim)
-        self.fc1 = nn.Linear(in_dim, hidden_dim)
+        self.layernorm = operations.LayerNorm(in_dim, **factory)
+        self.fc1 = operations.Linear(in_dim, hidden_dim, **factory)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, out_dim)
+        self.fc2 = operations.Linear(hidden_dim, out_dim, **factory)
         self.use_residual = use_residual
 
     def forward(self, x: Tensor) -> Tensor:
@@ -330,12 +343,14 @@ class MLP(nn.Module):
 class PostfuseModule(nn.Module):
     """Fuses a text token embedding with an image embedding (published key names)."""
 
-    def __init__(self, embed_dim: int = 768):
+    def __init__(self, embed_dim: int = 768, operations: Any = nn, **factory: Any):
+        """``operations``/``factory`` (dtype, device) as for :class:`MLP`; key names unchanged."""
         super().__init__()
         self.embed_dim = embed_dim
-        self.mlp1 = MLP(2 * embed_dim, embed_dim, embed_dim, use_residual=False)
-        self.mlp2 = MLP(embed_dim, embed_dim, embed_dim, use_residual=True)
-        self.layer_norm = nn.LayerNorm(embed_dim)
+        d = embed_dim
+        self.mlp1 = MLP(2 * d, d, d, use_residual=False, operations=operations, **factory)
+        self.mlp2 = MLP(d, d, d, use_residual=True, operations=operations, **factory)
+        self.layer_norm = operations.LayerNorm(embed_dim, **factory)
 
     def forward(self, text_embeds: Tensor, image_embeds: Tensor) -> Tensor:
         """``(..., D), (..., D) -> (..., D)``; leading dimensions broadcast."""
@@ -358,11 +373,16 @@ def subject_conditioning(
     positions: Sequence[int],
     image_embeds: Tensor,
     postfuse: PostfuseModule,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Return a copy of ``text_hidden`` with each bound position replaced by its fusion.
 
     ``text_hidden``: (B, L, D); ``image_embeds``: (S, D) shared by the batch or (B, S, D);
-    ``positions``: S indices into L, in marker order. Other positions are unchanged.
+    ``positions``: S indices into L, in marker order. Other positions are unchanged. The
+    fusion runs on ``device`` in ``dtype`` (default: those of the module's weights; a host
+    that casts weights on the fly, like ComfyUI's lowvram mode, names its own).
     """
     if text_hidden.ndim != 3:
         raise InputError(
@@ -403,12 +423,31 @@ def subject_conditioning(
     if not positions:
         return out
     param = next(postfuse.parameters())
+    device = param.device if device is None else device
+    dtype = param.dtype if dtype is None else dtype
     idx = torch.tensor(positions, device=text_hidden.device)
-    t = text_hidden.index_select(1, idx).to(param.device, param.dtype)  # (B, S, D)
-    o = image_embeds.to(param.device, param.dtype).expand(b, s, d)
+    t = text_hidden.index_select(1, idx).to(device, dtype)  # (B, S, D)
+    o = image_embeds.to(device, dtype).expand(b, s, d)
     fused = postfuse(t, o).to(text_hidden.device, text_hidden.dtype)
     out[:, idx] = fused
     return out
+
+
+def fit_to_tower(pixel_values: Tensor, size: int | None) -> Tensor:
+    """Preprocessed (N, 3, H, W) pixels resized to a tower's ``size`` (no-op when it fits).
+
+    Interpolation weights sum to 1, so resizing commutes with the CLIP normalisation.
+    """
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+        raise InputError(
+            f"pixel values must be (N, 3, H, W), got shape {tuple(pixel_values.shape)}: "
+            "build them with preprocess_references"
+        )
+    if size is None or tuple(pixel_values.shape[-2:]) == (size, size):
+        return pixel_values
+    return F.interpolate(
+        pixel_values, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
 
 
 class SubjectEncoder(nn.Module):
@@ -435,12 +474,7 @@ class SubjectEncoder(nn.Module):
         param = next(self.image_encoder.parameters())
         x = pixel_values.to(param.device, param.dtype)
         size = getattr(getattr(self.image_encoder, "config", None), "image_size", None)
-        if size is not None and tuple(x.shape[-2:]) != (size, size):
-            # Interpolation weights sum to 1, so resizing commutes with the normalisation.
-            x = F.interpolate(
-                x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-            )
-        return self.image_encoder(pixel_values=x).image_embeds
+        return self.image_encoder(pixel_values=fit_to_tower(x, size)).image_embeds
 
     def embed_people(self, people: Sequence[Tensor]) -> Tensor:
         """One (N_i, 3, 224, 224) tensor of preprocessed photos per person -> (S, D).

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import logging
 
+from .guard import guard as _guard  # every node: unknown inputs refused, no paths in errors
+
 log = logging.getLogger("facediffuser")
 
 NODE_CLASS_MAPPINGS: dict = {}
@@ -69,6 +71,7 @@ try:
 except Exception as _exc:  # never break start-up
     log.warning("Face-diffuser: models/facediffuser is not registered: %s", _why(_exc))
 
+
 for _module_name, _nodes in _NODES.items():
     try:
         _module = importlib.import_module(f".{_module_name}", __name__)
@@ -83,5 +86,5 @@ for _module_name, _nodes in _NODES.items():
         )
         continue
     for _class_name, _node_id, _display in _nodes:
-        NODE_CLASS_MAPPINGS[_node_id] = getattr(_module, _class_name)
+        NODE_CLASS_MAPPINGS[_node_id] = _guard(getattr(_module, _class_name), _display)
         NODE_DISPLAY_NAME_MAPPINGS[_node_id] = _display

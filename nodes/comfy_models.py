@@ -28,7 +28,8 @@ from ..facediffuser_core.configs import text_config, unet_config_from_diffusers,
 from ..facediffuser_core.errors import CheckpointError, ModelError
 from ..facediffuser_core.ldm import unet_to_ldm
 from ..facediffuser_core.modelfiles import find_tokenizer
-from ..facediffuser_core.models import build_subject_encoder, check_compatible
+from ..facediffuser_core.models import check_compatible, verify_parts
+from .comfy_subject import SubjectEncoderHandle
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,6 @@ def build_vae(vae_sd: dict[str, torch.Tensor]) -> Any:
     return comfy.sd.VAE(sd=dict(vae_sd), config=config)
 
 
-class SubjectEncoderHandle:
-    """The FACEDIFFUSER_SUBJECT value: image tower + post-fusion under ComfyUI's memory care."""
-
-    def __init__(self, module: torch.nn.Module, source: str):
-        self.module = module
-        self.source = source
-        self.patcher = comfy.model_patcher.ModelPatcher(
-            module,
-            load_device=mm.text_encoder_device(),
-            offload_device=mm.text_encoder_offload_device(),
-        )
-
-    def loaded(self) -> torch.nn.Module:
-        """The module on its working device (loaded through model management)."""
-        mm.load_model_gpu(self.patcher)
-        return self.module
-
-
 @dataclass
 class LoadedCheckpoint:
     model: Any
@@ -179,6 +162,7 @@ def load_checkpoint(path: Path, expect: str) -> LoadedCheckpoint:
         )
     if "text_encoder" not in parts.parts:
         raise CheckpointError(f"{path} has no text encoder weights: Face-diffuser needs them")
+    verify_parts(parts)  # the CLI's checks: missing, unexpected, mis-shaped keys, per part
     check_compatible(parts)
     tokenizer_dir = find_tokenizer(path)
     model = build_model(parts.parts["unet"])
@@ -188,5 +172,5 @@ def load_checkpoint(path: Path, expect: str) -> LoadedCheckpoint:
         log.warning("Face-diffuser: %s is an SDM checkpoint loaded as the TDM", path)
     subject = None
     if expect == "sdm":
-        subject = SubjectEncoderHandle(build_subject_encoder(parts), str(path))
+        subject = SubjectEncoderHandle(parts, str(path))
     return LoadedCheckpoint(model=model, clip=clip, vae=vae, subject=subject)

@@ -11,19 +11,19 @@ import os
 
 import folder_paths
 
-from ..facediffuser_core.errors import FaceDiffuserError
+from ..facediffuser_core.errors import FaceDiffuserError, InputError
 from ..facediffuser_core.faces import (
     KNOWN_PACKS,
     Face,
     annotate,
     available_providers,
     crop_references,
-    face_pack_dir,
     identity_scores,
     list_face_packs,
     load_face_analysis,
 )
 from ..facediffuser_core.subject import MAX_SUBJECTS
+from . import paths
 from .people import people_in_order
 from .types import CATEGORY, FACES_TYPE
 
@@ -41,18 +41,37 @@ def roots() -> list[str]:
     return found
 
 
-def _root_for(pack: str) -> str:
+def installed_packs() -> dict[str, str]:
+    """Installed pack name -> the root holding it (first root wins), from the listing only."""
+    found: dict[str, str] = {}
     for root in roots():
-        if face_pack_dir(root, pack).is_dir():
-            return root
-    return roots()[-1]  # the default: the error will name models/insightface/models/<pack>
+        for name in list_face_packs(root):
+            found.setdefault(name, root)
+    return found
 
 
 def _packs() -> list[str]:
-    names: list[str] = []
-    for root in roots():
-        names.extend(n for n in list_face_packs(root) if n not in names)
-    return names or list(KNOWN_PACKS)  # offer the usual names; using one explains where it goes
+    return list(installed_packs()) or list(KNOWN_PACKS)  # usual names: using one says where
+
+
+def pack_problem(pack: object) -> str | None:
+    """Why ``pack`` cannot be loaded (None: it is installed). Never looks outside the listing."""
+    installed = installed_packs()
+    if isinstance(pack, str) and pack in installed:
+        return None
+    where = paths.folders_shown(FOLDER)
+    if isinstance(pack, str) and pack in KNOWN_PACKS:
+        return (
+            f"insightface pack {pack!r} not found: put its .onnx files in "
+            f"models/insightface/models/{pack} (download: {KNOWN_PACKS[pack]}); "
+            "'facediffuser doctor' checks the layout"
+        )
+    choices = ", ".join(installed) or "none installed"
+    return (
+        f"insightface pack {pack!r} is not installed: pick a folder of models/insightface/models "
+        f"that holds .onnx files (installed: {choices}; searched {where}); pack names are folder "
+        "names, not paths"
+    )
 
 
 def _providers() -> list[str]:
@@ -107,17 +126,14 @@ class FaceAnalysisLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, pack):
-        folder = face_pack_dir(_root_for(pack), pack)
-        if not folder.is_dir():
-            source = KNOWN_PACKS.get(pack, "the insightface model zoo")
-            return (
-                f"insightface pack {pack!r} not found: put its .onnx files in {folder} "
-                f"(download: {source}); 'facediffuser doctor' checks the layout"
-            )
-        return True
+        return True if pack is None else (pack_problem(pack) or True)
 
     def load(self, pack, provider, det_size):
-        return (load_face_analysis(_root_for(pack), pack, provider=provider, det_size=det_size),)
+        problem = pack_problem(pack)
+        if problem:
+            raise InputError(problem)
+        root = installed_packs()[pack]
+        return (load_face_analysis(root, pack, provider=provider, det_size=det_size),)
 
 
 class FaceCrop:

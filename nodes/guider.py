@@ -24,6 +24,7 @@ from ..facediffuser_core.sampling import StepRecord
 from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings, check_region, denoised_response
 from ..facediffuser_core.snf import fuse_with_saliency as fuse
 from ..facediffuser_core.stages import SigmaSteps, Stage, boundaries_for_steps, stage_for_step
+from .provenance import check_wiring
 
 VAE_FACTOR = 8  # SD1.5: pixels per latent cell
 SIZE_STEP = 64  # suggested sizes are multiples of this
@@ -163,6 +164,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
 
     def set_conds(self, negative, text, subject, tdm_text=None):  # noqa: D102 - 3 or 4 conds
         """TDM: [negative, tdm_text or text]; SDM: [text, subject] (text is its unconditional)."""
+        check_wiring(negative, text, subject, tdm_text, sdm=self.sdm)  # roles in their sockets
         tdm_positive = text if tdm_text is None else tdm_text
         for name, cond, model, role in (
             ("negative", negative, self.model_patcher, "TDM"),

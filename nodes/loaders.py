@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..facediffuser_core.errors import FaceDiffuserError
 from ..facediffuser_core.modelfiles import DOWNLOAD_HINT
-from . import paths
+from . import paths, provenance
 from .comfy_models import load_checkpoint
 from .types import CATEGORY, SUBJECT_TYPE
 
@@ -20,12 +20,22 @@ def _model_input(default_hint: str) -> tuple:
     )
 
 
-def _validate(model_name: str) -> bool | str:
+def _validate(model_name: str | None) -> bool | str:
+    """Only entries of the listing (by membership: nothing outside the folders is touched)."""
+    if model_name is None:  # linked from another node: checked when it arrives
+        return True
     try:
         paths.resolve(model_name)
     except FaceDiffuserError as exc:
-        return f"{exc} (model folder: {paths.default_folder()})"
+        return str(exc)
     return True
+
+
+def _mark(loaded, kind: str, model_name: str) -> None:
+    """Provenance: which loader and file each output came from (see provenance.py)."""
+    provenance.mark_model(loaded.model, kind, model_name)
+    provenance.mark_clip(loaded.clip, kind, model_name)
+    provenance.mark(loaded.subject, kind, model_name)
 
 
 class LoadSDM:
@@ -53,6 +63,7 @@ class LoadSDM:
 
     def load(self, model_name):
         loaded = load_checkpoint(paths.resolve(model_name), expect="sdm")
+        _mark(loaded, "sdm", model_name)
         return (loaded.model, loaded.clip, loaded.vae, loaded.subject)
 
 
@@ -82,4 +93,5 @@ class LoadTDM:
 
     def load(self, model_name):
         loaded = load_checkpoint(paths.resolve(model_name), expect="tdm")
+        _mark(loaded, "tdm", model_name)
         return (loaded.model, loaded.clip, loaded.vae)

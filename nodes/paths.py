@@ -1,4 +1,10 @@
-"""The ``models/facediffuser`` folder: registered with ComfyUI, listed one entry per model."""
+"""The ``models/facediffuser`` folder: registered with ComfyUI, listed one entry per model.
+
+A loader's ``model_name`` is an entry of :func:`model_list` and nothing else: it is resolved
+by membership in that listing (symlinked folders included), never joined onto a folder, so
+no request can open or probe a file outside the model folders. Messages name the folders as
+users know them (``models/facediffuser``), never by their absolute server paths.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..facediffuser_core.modelfiles import resolve_entry, scan_model_folder
+from ..facediffuser_core.modelfiles import index_model_folders, resolve_entry
 
 FOLDER = "facediffuser"
 
@@ -29,15 +35,65 @@ def roots() -> list[str]:
 
 def model_list() -> list[str]:
     """Published files by relative path, converted sets by folder (``name/``)."""
-    entries: set[str] = set()
-    for root in roots():
-        entries.update(scan_model_folder(root))
-    return sorted(entries)
+    return sorted(index_model_folders(roots()))
 
 
 def resolve(name: str) -> Path:
-    return resolve_entry(roots(), name)
+    """The listed entry ``name``; CheckpointError naming the folders otherwise."""
+    return resolve_entry(roots(), name, where=folders_shown(FOLDER))
 
 
 def default_folder() -> str:
     return os.path.join(folder_paths.models_dir, FOLDER)
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A server path as the UI may show it: relative to ComfyUI (``models/...``), never absolute."""
+    path = Path(os.path.abspath(path))
+    bases = (
+        (Path(folder_paths.models_dir), "models"),
+        (Path(folder_paths.base_path), ""),
+    )
+    for base, label in bases:
+        try:
+            relative = path.relative_to(os.path.abspath(base))
+        except ValueError:
+            continue
+        shown_path = "/".join(p for p in (label, relative.as_posix()) if p and p != ".")
+        return shown_path or "the ComfyUI folder"
+    for folder in (FOLDER, "insightface"):
+        for number, root in enumerate(_registered(folder), start=1):
+            try:
+                relative = path.relative_to(os.path.abspath(root))
+            except ValueError:
+                continue
+            label = f"extra_model_paths.yaml's {folder} folder #{number}"
+            return "/".join(p for p in (label, relative.as_posix()) if p != ".")
+    return f"<folder outside ComfyUI>/{path.name}"
+
+
+def _registered(folder: str) -> list[str]:
+    if folder not in folder_paths.folder_names_and_paths:
+        return []
+    return list(folder_paths.get_folder_paths(folder))
+
+
+def folders_shown(folder: str) -> str:
+    """The registered folders of ``folder`` as users know them (models/<folder> first)."""
+    default = f"models/{folder}"
+    extra = [p for p in _registered(folder) if shown(p) != default]
+    if not extra:
+        return default
+    return f"{default} (or its extra_model_paths.yaml folders: {', '.join(map(shown, extra))})"
+
+
+def redact(text: str) -> str:
+    """``text`` with every model-folder and ComfyUI path replaced by its shown form."""
+    known = {folder_paths.models_dir, folder_paths.base_path}
+    for folder in (FOLDER, "insightface"):
+        known.update(_registered(folder))
+    for path in sorted((os.path.abspath(p) for p in known if p), key=len, reverse=True):
+        label = shown(path)
+        prefix = "" if label == "the ComfyUI folder" else label + "/"
+        text = text.replace(path + os.sep, prefix).replace(path, label)
+    return text

@@ -16,6 +16,7 @@ from ..facediffuser_core.subject import (
     tokenize_prompt,
 )
 from ..facediffuser_core.text import encoder_for, special_ids
+from . import provenance
 from .people import people_in_order
 from .types import CATEGORY, SUBJECT_TYPE
 
@@ -105,6 +106,7 @@ class SubjectEncode:
     ):
         references = people_in_order(person_1, person_2, person_3, person_4)
         require_subjects(parse_prompt(prompt), len(references))  # before any model work
+        sdm = provenance.encoder_source(clip, subject_encoder)  # one SDM for both
 
         tokenizer = _hf_tokenizer(clip)
         bos, eos, pad = special_ids(tokenizer)
@@ -116,18 +118,14 @@ class SubjectEncode:
         text, pooled = clip.encode_from_tokens(comfy_tokens, return_pooled=True)
 
         crops = preprocess_references(references, object_resolution=object_resolution)
-        module = subject_encoder.loaded()
-        param = next(module.parameters())
-        with torch.no_grad():
-            embeds = module.embed_images(crops.to(param.device, param.dtype))
-            subject = module.condition(text.to(param.device), chunks.positions, embeds)
-        subject = subject.to(text.device, text.dtype)
+        embeds = subject_encoder.embed_images(crops)
+        subject = subject_encoder.condition(text, chunks.positions, embeds)
 
         mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
         shown = (crops * std + mean).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
         return (
-            [[subject, {"pooled_output": pooled}]],
-            [[text, {"pooled_output": pooled}]],
+            provenance.tag([[subject, {"pooled_output": pooled}]], provenance.SUBJECT, sdm),
+            provenance.tag([[text, {"pooled_output": pooled}]], provenance.TEXT, sdm),
             shown,
         )

@@ -151,11 +151,23 @@ def test_missing_insightface_raises_face_tools_unavailable(root, monkeypatch):
     # works whether or not insightface is installed: the import is made to fail
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.app", None)
-    with pytest.raises(fc.FaceToolsUnavailable, match="pip install insightface onnxruntime"):
+    with pytest.raises(fc.FaceToolsUnavailable, match="pip install insightface`") as info:
         fc.load_face_analysis(root, "buffalo_l")
+    assert "need insightface, which is" in str(info.value)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(fc.FaceToolsUnavailable, match="pip install onnxruntime"):
+    with pytest.raises(fc.FaceToolsUnavailable, match="pip install onnxruntime`"):
         fc.available_providers()
+
+
+def test_every_missing_face_package_is_named_in_one_message(root, monkeypatch):
+    for module in ("insightface", "insightface.app", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(fc.FaceToolsUnavailable) as info:
+        fc.load_face_analysis(root, "buffalo_l")
+    message = str(info.value)
+    assert "need insightface and onnxruntime" in message
+    assert message.count("pip install") == 1
+    assert "`python -m pip install insightface onnxruntime`" in message
 
 
 # --------------------------------------------------------------------------- detection

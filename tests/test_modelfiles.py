@@ -49,3 +49,58 @@ def test_missing_model_names_the_folder_and_the_download(tmp_path):
         resolve_entry([tmp_path], "SDM/pytorch_model.bin")
     assert str(tmp_path) in str(info.value)
     assert scan_model_folder(tmp_path / "absent") == []
+
+
+def _weights(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not really weights")
+    return path
+
+
+def test_only_listed_entries_resolve_and_symlinked_folders_are_listed(tmp_path):
+    root = tmp_path / "models" / "facediffuser"
+    _weights(root / "SDM" / "pytorch_model.bin")
+    elsewhere = _weights(tmp_path / "big-disk" / "TDM" / "pytorch_model.bin").parent
+    (root / "TDM").symlink_to(elsewhere, target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # must not recurse forever
+    assert "TDM/pytorch_model.bin" in scan_model_folder(root)
+    assert resolve_entry([root], "TDM/pytorch_model.bin") == root / "TDM" / "pytorch_model.bin"
+    outside = _weights(tmp_path / "secret.safetensors")
+    for name in (
+        "../secret.safetensors",
+        "SDM/../../secret.safetensors",
+        str(outside),
+        "SDM\\pytorch_model.bin",
+        "SDM/",  # a folder that is not a converted set
+        "SDM/./pytorch_model.bin",
+        "",
+        None,
+    ):
+        with pytest.raises(CheckpointError, match="only files and converted sets inside"):
+            resolve_entry([root], name, where="models/facediffuser")
+
+
+def test_refusal_neither_touches_nor_reveals_files_outside(tmp_path, monkeypatch):
+    """Membership, not path joining: an outside file that exists reads like one that does not."""
+    import os
+
+    root = tmp_path / "models" / "facediffuser"
+    _weights(root / "SDM" / "pytorch_model.bin")
+    _weights(tmp_path / "exists.safetensors")
+    touched: list[str] = []
+    real_stat = os.stat
+
+    def recording_stat(path, *args, **kwargs):
+        touched.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", recording_stat)
+    messages = {}
+    for name in ("../../exists.safetensors", "../../absent.safetensors"):
+        with pytest.raises(CheckpointError) as info:
+            resolve_entry([root], name, where="models/facediffuser")
+        messages[name] = str(info.value).replace(name, "<name>")
+    assert len(set(messages.values())) == 1, messages
+    assert "'..', absolute paths and backslashes are refused" in messages[name]
+    assert "models/facediffuser" in messages[name] and str(tmp_path) not in messages[name]
+    assert not [p for p in touched if "exists" in p or "absent" in p], touched

@@ -119,8 +119,34 @@ def test_missing_key_in_published_file_is_named(tmp_path, tiny_set):
 def test_shape_mismatch_is_a_checkpoint_error(tiny_set):
     parts = _parts(tiny_set, "tdm")
     parts.parts["unet"]["conv_norm_out.weight"] = torch.ones(7)
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match=r"mis-shaped: conv_norm_out\.weight \(7,\)"):
         build_models(parts)
+
+
+def test_verify_parts_refuses_what_build_models_refuses_naming_the_file(tiny_set):
+    """The ComfyUI loaders' check (no modules built) matches the CLI's, and names the file."""
+    from facediffuser_core.models import verify_parts
+
+    verify_parts(ck.load_parts(tiny_set.sdm_bin))  # a sound SDM passes
+    for damage, expected in (
+        (
+            lambda u: u.pop("down_blocks.1.attentions.0.proj_out.bias"),
+            r"1 missing: down_blocks\.1\.attentions\.0\.proj_out\.bias",
+        ),
+        (lambda u: u.pop("down_blocks.0.resnets.0.conv1.weight"), "cannot be read from them"),
+        (lambda u: u.__setitem__("extra.weight", torch.ones(1)), r"unexpected: extra\.weight"),
+        (
+            lambda u: u.__setitem__("conv_norm_out.weight", torch.ones(7)),
+            r"mis-shaped: conv_norm_out\.weight \(7,\)",
+        ),
+    ):
+        parts = ck.load_parts(tiny_set.sdm_bin)
+        damage(parts.parts["unet"])
+        with pytest.raises(CheckpointError, match=expected) as info:
+            verify_parts(parts)
+        message = str(info.value)
+        assert f"the unet weights in {tiny_set.sdm_bin}" in message
+        assert "CodeGoat24/Face-diffuser" in message
 
 
 def _random_sd(factory) -> dict[str, torch.Tensor]:

@@ -430,3 +430,179 @@ def test_region_mask_limits_where_the_sdm_may_win(host):
     assert all(not r.sdm_mask[..., 5:].any() for r in left_records)
     with pytest.raises(host.errors.InputError, match="region mask"):
         run(torch.ones(3, 64, 64))  # 3 masks for a batch of 1
+
+
+def test_every_node_refuses_inputs_it_does_not_have(host):
+    """ComfyUI passes unknown linked inputs to the function: refuse them at validation."""
+    mappings = host.pack.NODE_CLASS_MAPPINGS
+    assert mappings
+    for node_id, node_cls in mappings.items():
+        message = node_cls.VALIDATE_INPUTS(person_5=None)
+        assert isinstance(message, str), node_id
+        assert "has no input 'person_5'" in message, message
+        for name in node_cls.INPUT_TYPES()["required"]:
+            assert name in message, (node_id, name)
+    message = mappings["FaceDiffuserSubjectEncode"].VALIDATE_INPUTS(
+        clip=None, subject_encoder=None, prompt="a man <|image|>", person_1=None, person_5=None
+    )
+    assert "'Face-diffuser Subject Encode' has no input 'person_5'" in message
+    assert "person_4" in message and "object_resolution" in message
+
+
+def test_range_and_choice_checks_still_apply(host):
+    """With **kwargs ComfyUI leaves min/max and list checks to the node: they must still hold."""
+    encode = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSubjectEncode"]
+    good = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>", "person_1": None}
+    assert encode.VALIDATE_INPUTS(**good, object_resolution=512) is True
+    assert "smaller than the minimum 224" in encode.VALIDATE_INPUTS(**good, object_resolution=100)
+    settings = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSNFSettings"]
+    spec = settings.INPUT_TYPES()["required"]
+    choice = next(name for name, s in spec.items() if isinstance(s[0], list))
+    assert "is not one of the choices" in settings.VALIDATE_INPUTS(**{choice: "no such mode"})
+
+
+@pytest.fixture()
+def folders(host, tmp_path, monkeypatch):
+    """A fake folder_paths over tmp_path/ComfyUI, plus an extra_model_paths-style folder."""
+    base = tmp_path / "ComfyUI"
+    models = base / "models"
+    registered: dict = {}
+
+    def add_model_folder_path(name, path, is_default=False):
+        registered.setdefault(name, ([], set()))[0].append(str(path))
+
+    fake = _module(
+        "folder_paths",
+        base_path=str(base),
+        models_dir=str(models),
+        folder_names_and_paths=registered,
+        supported_pt_extensions={".bin", ".safetensors"},
+        add_model_folder_path=add_model_folder_path,
+        get_folder_paths=lambda name: list(registered[name][0]),
+    )
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    paths = importlib.import_module(f"{PACK}.nodes.paths")
+    paths.register_folder()
+    extra = tmp_path / "shared-disk" / "facediffuser"
+    add_model_folder_path("facediffuser", extra)
+    return types.SimpleNamespace(paths=paths, base=base, models=models, extra=extra)
+
+
+def test_loader_names_resolve_only_inside_the_registered_folders(folders):
+    paths = folders.paths
+    sdm = folders.models / "facediffuser" / "SDM" / "pytorch_model.bin"
+    sdm.parent.mkdir(parents=True)
+    sdm.write_bytes(b"x")
+    (folders.extra / "TDM").mkdir(parents=True)
+    (folders.extra / "TDM" / "pytorch_model.bin").write_bytes(b"x")
+    assert paths.model_list() == ["SDM/pytorch_model.bin", "TDM/pytorch_model.bin"]
+    assert paths.resolve("TDM/pytorch_model.bin") == folders.extra / "TDM" / "pytorch_model.bin"
+    with pytest.raises(Exception, match="only files and converted sets inside") as info:
+        paths.resolve("../../../etc/hostname")
+    message = str(info.value)
+    assert "models/facediffuser (or its extra_model_paths.yaml folders:" in message
+    assert str(folders.base) not in message
+
+
+def test_error_text_names_no_server_paths(folders, host):
+    paths = folders.paths
+    inside = folders.models / "facediffuser" / "SDM" / "pytorch_model.bin"
+    assert paths.redact(f"cannot read {inside}: truncated") == (
+        "cannot read models/facediffuser/SDM/pytorch_model.bin: truncated"
+    )
+    custom = folders.base / "custom_nodes" / "pack" / "x.py"
+    assert paths.redact(f"in {custom}") == "in custom_nodes/pack/x.py"
+    extra = paths.redact(f"at {folders.extra / 'a.bin'}")
+    assert extra == "at extra_model_paths.yaml's facediffuser folder #2/a.bin"
+
+    guard = importlib.import_module(f"{PACK}.nodes.guard")
+
+    class Node:
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def run(self):
+            raise host.errors.CheckpointError(f"{inside} is truncated")
+
+    guard.guard(Node, "Test node")
+    with pytest.raises(host.errors.CheckpointError) as info:
+        Node().run()
+    assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _tagged(host, value, role, sdm="SDM/a.bin"):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    return prov.tag(cond(value), role, sdm)
+
+
+def test_guider_refuses_roles_in_the_wrong_socket(host):
+    InputError = host.errors.InputError
+    guider = host.sampling.SNFGuider(
+        FakePatcher(host, "tdm", 0.0), FakePatcher(host, "sdm", 1.0), 5.0, (0.32, 0.62)
+    )
+    text, subject = _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject")
+    guider.set_conds(cond(0.0), text, subject)  # the right wiring
+    guider.set_conds(cond(0.0), text, subject, cond(3.0))  # a stock tdm_text
+    cases = [
+        ((cond(0.0), subject, text, None), "'text' and 'subject' are swapped"),
+        ((cond(0.0), text, subject, subject), "'tdm_text' carries Subject Encode's 'subject'"),
+        ((subject, text, subject, None), "'negative' carries Subject Encode's 'subject'"),
+        ((text, text, subject, None), "'negative' carries Subject Encode's 'text'"),
+        ((cond(0.0), text, text, None), "'subject' carries Subject Encode's 'text'"),
+        ((cond(0.0), subject, subject, None), "'text' carries Subject Encode's 'subject'"),
+        (
+            (cond(0.0), text, _tagged(host, 2.0, "subject", "SDM/b.bin"), None),
+            "encoded for the SDM SDM/a.bin but 'subject' for the SDM SDM/b.bin",
+        ),
+    ]
+    for args, message in cases:
+        with pytest.raises(InputError, match=message):
+            guider.set_conds(*args)
+
+
+def test_stock_conditioning_nodes_keep_defined_roles(host):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    text, subject = _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject")
+    zeroed = [[torch.zeros_like(t), dict(d)] for t, d in text]  # Conditioning Zero Out
+    area = [[t, {**d, "area": (8, 8, 0, 0)}] for t, d in subject]  # Set Area
+    combined = subject + cond(5.0)  # Combine with a stock encoding
+    concat = [[torch.cat([t, cond(5.0)[0][0]], 1), dict(d)] for t, d in text]  # Concat
+    assert prov.roles(zeroed) == set() and prov.roles(area) == {"subject"}
+    assert prov.roles(combined) == {"subject"} and prov.roles(concat) == {"text"}
+    prov.check_wiring(zeroed, concat, combined)  # a zeroed text is a fine negative
+    with pytest.raises(host.errors.InputError, match="'text' carries"):
+        prov.check_wiring(cond(0.0), text + subject, area)
+
+
+def test_subject_encoder_and_clip_must_share_their_sdm(host, caplog):
+    prov = importlib.import_module(f"{PACK}.nodes.provenance")
+    ModelError = host.errors.ModelError
+
+    def clip(kind=None, name=None):
+        out = types.SimpleNamespace(cond_stage_model=types.SimpleNamespace())
+        if kind:
+            prov.mark_clip(out, kind, name)
+        return out
+
+    encoder = types.SimpleNamespace()
+    prov.mark(encoder, "sdm", "SDM/a.bin")
+    assert prov.encoder_source(clip("sdm", "SDM/a.bin"), encoder) == "SDM/a.bin"
+    with pytest.raises(ModelError, match="clip comes from the SDM SDM/b.bin but its subject_enc"):
+        prov.encoder_source(clip("sdm", "SDM/b.bin"), encoder)
+    with pytest.raises(ModelError, match="comes from 'Load Face-diffuser TDM'"):
+        prov.encoder_source(clip("tdm", "TDM/x.bin"), encoder)
+    with caplog.at_level(logging.WARNING):
+        assert prov.encoder_source(clip(), encoder) == "SDM/a.bin"  # unmarked: traced no further
+    assert "no Face-diffuser loader made" in caplog.text
+    model = FakePatcher(host, "sdm", 1.0)
+    prov.mark_model(model, "sdm", "SDM/b.bin")
+    with pytest.raises(host.errors.InputError, match="but the SDM model is SDM/b.bin"):
+        prov.check_wiring(
+            cond(0.0), _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject"), sdm=model
+        )
