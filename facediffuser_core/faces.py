@@ -80,6 +80,14 @@ def _import_onnxruntime():
 
 
 def _import_face_analysis():
+    import importlib.util
+
+    if all(importlib.util.find_spec(m) is None for m in ("insightface", "onnxruntime")):
+        raise FaceToolsUnavailable(
+            "insightface and onnxruntime are not installed: install both into the Python that "
+            "runs Face-diffuser/ComfyUI with `pip install insightface onnxruntime` (GPU: "
+            "onnxruntime-gpu instead of onnxruntime); `facediffuser doctor` checks the setup"
+        )
     _import_onnxruntime()
     try:
         from insightface.app import FaceAnalysis

@@ -267,3 +267,23 @@ def test_convert_asks_for_force_and_writes_ordinary_permissions(tmp_path, tiny_s
         assert main([*args, "--no-progress"]) == 0
     finally:
         os.umask(old)
+
+
+def test_face_tools_name_both_missing_packages(monkeypatch):
+    import importlib.util
+
+    from facediffuser_core import faces
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("insightface", "onnxruntime") else real(name, *a),
+    )
+    with pytest.raises(faces.FaceToolsUnavailable) as info:
+        faces._import_face_analysis()
+    assert str(info.value) == (
+        "insightface and onnxruntime are not installed: install both into the Python that runs "
+        "Face-diffuser/ComfyUI with `pip install insightface onnxruntime` (GPU: onnxruntime-gpu "
+        "instead of onnxruntime); `facediffuser doctor` checks the setup"
+    )
