@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .errors import CheckpointError
+from .files import not_weights_reason, save_safetensors
 
 PART_PREFIXES = {
     "unet.": "unet",
@@ -63,6 +64,16 @@ def _is_safetensors(path: Path) -> bool:
     except OSError:
         return False
     return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
+
+
+def refuse_non_weights(path: str | os.PathLike, what: str = "model file") -> None:
+    """CheckpointError when ``path`` is recognisably not a weights file."""
+    reason = not_weights_reason(path)
+    if reason:
+        raise CheckpointError(
+            f"{path} is {reason}, not a {what}: give the SDM/ or TDM/ pytorch_model.bin of "
+            "CodeGoat24/Face-diffuser (or its folder, or a converted set)"
+        )
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -136,6 +147,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             "download SDM/pytorch_model.bin and TDM/pytorch_model.bin from "
             "CodeGoat24/Face-diffuser)"
         )
+    refuse_non_weights(p)
     obj: Any = _read_safetensors(p) if _is_safetensors(p) else _read_torch(p)
     for wrapper in ("state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
@@ -356,6 +368,8 @@ def load_parts(path: str | os.PathLike) -> CheckpointParts:
                 "CodeGoat24/Face-diffuser or to a folder written by the converter"
             )
         p = published
+    if p.is_file():
+        refuse_non_weights(p)
     if p.is_file() and _is_safetensors(p):
         meta = read_safetensors_metadata(p)
         if "facediffuser_part" in meta:
@@ -399,16 +413,7 @@ def _prepare(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[
     return out
 
 
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+_atomic_save = save_safetensors
 
 
 def convert(
@@ -417,13 +422,15 @@ def convert(
     *,
     dtype: torch.dtype | None = None,
     progress: bool = True,
+    replace: bool = False,
 ) -> dict[str, Path]:
     """Convert a published SDM/TDM (or a converted set) into a converted set in ``out_dir``.
 
     Writes unet.safetensors (LDM layout), vae.safetensors (diffusers), text_encoder.safetensors
     (``text_model.`` keys), and for an SDM image_encoder.safetensors and postfuse.safetensors.
-    Each file is written atomically (temporary file + rename); earlier output of the converter is
-    replaced, any other file in the way is refused.
+    Each file is written atomically (temporary file + rename). An earlier converted set in
+    ``out_dir`` is replaced only with ``replace=True`` (the CLI's ``--force``); any other file
+    in the way is always refused. Files get ordinary permissions (0666 minus the umask).
     ``dtype`` casts floating tensors only. Returns {part: path}.
     """
     from tqdm.auto import tqdm
@@ -442,6 +449,12 @@ def convert(
                 f"{existing} exists and was not written by this converter: it is not "
                 "overwritten; choose an empty folder for the converted set"
             )
+    ours = [name for name in PART_FILES.values() if (out / name).is_file()]
+    if ours and not replace:
+        raise CheckpointError(
+            f"{out} already holds a converted set ({', '.join(ours)}): add --force to replace "
+            "it, or choose another folder"
+        )
     # a stale SDM-only file left from an earlier conversion would turn a TDM set into an SDM one
     for part in SUBJECT_PARTS:
         stale = out / PART_FILES[part]

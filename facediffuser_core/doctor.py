@@ -950,10 +950,20 @@ def run_checks(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> list[Check]:
-    """All checks, in report order; ``env=None`` probes the real environment."""
-    env = probe_environment() if env is None else env
+    """All checks, in report order; ``env=None`` probes the real environment.
+
+    The pack's own packages and where the doctor runs (``doctor_runtime``) are checked
+    when the environment is the real one.
+    """
+    extra: list[Check] = []
+    if env is None:
+        from .doctor_runtime import runtime_checks
+
+        env = probe_environment()
+        extra = runtime_checks(env)
     return [
         *check_python_torch(env),
+        *extra,
         *check_onnxruntime(env),
         *check_insightface(env),
         *check_model_files(models_dir, env, package_dir=package_dir, environ=environ, cwd=cwd),

@@ -126,11 +126,64 @@ def method_settings(base: GenerateSettings, method: str) -> GenerateSettings:
     raise InputError(f"unknown method {method!r}: choose from {', '.join(METHODS)}")
 
 
+CLIP_IMAGE = {  # openai/clip-vit-large-patch14's preprocessor_config.json
+    "size": 224,
+    "crop": (224, 224),
+    "mean": (0.48145466, 0.4578275, 0.40821073),
+    "std": (0.26862954, 0.26130258, 0.27577711),
+}
+
+
+def clip_image_settings(folder: Path) -> dict[str, Any]:
+    """Resize, crop and normalisation of a CLIP folder's preprocessor_config.json."""
+    settings = dict(CLIP_IMAGE)
+    config = folder / "preprocessor_config.json"
+    if config.is_file():
+        raw = json.loads(config.read_text())
+        size = raw.get("size", {})
+        size = size.get("shortest_edge", size.get("height")) if isinstance(size, dict) else size
+        crop = raw.get("crop_size", {})
+        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop, crop)
+        settings.update(
+            size=int(size or settings["size"]),
+            crop=tuple(int(c) for c in crop) if crop[0] else settings["crop"],
+            mean=tuple(raw.get("image_mean", settings["mean"])),
+            std=tuple(raw.get("image_std", settings["std"])),
+        )
+    return settings
+
+
+def clip_pixels(images: Sequence[Any], settings: dict[str, Any] = CLIP_IMAGE) -> torch.Tensor:
+    """PIL images -> CLIP's (B, 3, H, W) input, as CLIPImageProcessor does it: shortest edge
+    to ``size`` (bicubic), centre crop, scale to [0, 1], normalise. Done here so that no
+    image-processor backend (torchvision) is needed."""
+    from PIL import Image
+
+    mean = torch.tensor(settings["mean"]).view(3, 1, 1)
+    std = torch.tensor(settings["std"]).view(3, 1, 1)
+    crop_h, crop_w = settings["crop"]
+    out = []
+    for image in images:
+        rgb = image.convert("RGB")
+        w, h = rgb.size
+        short = settings["size"]
+        if w <= h:
+            new = (short, int(short * h / w))
+        else:
+            new = (int(short * w / h), short)
+        rgb = rgb.resize(new, resample=Image.BICUBIC)
+        top, left = (new[1] - crop_h) // 2, (new[0] - crop_w) // 2
+        rgb = rgb.crop((left, top, left + crop_w, top + crop_h))
+        x = torch.from_numpy(_array(rgb)).permute(2, 0, 1)
+        out.append((x - mean) / std)
+    return torch.stack(out)
+
+
 class ClipScorer:
     """CLIP image-text cosine similarity (a transformers CLIPModel folder, e.g. ViT-L/14)."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu"):
-        from transformers import CLIPModel, CLIPProcessor
+        from transformers import CLIPModel, CLIPTokenizer
 
         folder = Path(path)
         if not (folder / "config.json").is_file():
@@ -139,19 +192,21 @@ class ClipScorer:
                 "openai/clip-vit-large-patch14 from the Hugging Face hub and pass its folder"
             )
         self.model = CLIPModel.from_pretrained(folder).to(device).eval()
-        self.processor = CLIPProcessor.from_pretrained(folder)
+        self.tokenizer = CLIPTokenizer.from_pretrained(folder)
+        self.image_settings = clip_image_settings(folder)
         self.device = device
 
     @torch.no_grad()
     def __call__(self, images: Sequence[Any], texts: Sequence[str]) -> list[float]:
-        inputs = self.processor(
-            text=list(texts),
-            images=list(images),
+        tokens = self.tokenizer(
+            list(texts),
             return_tensors="pt",
             padding=True,
             truncation=True,
+            max_length=self.model.config.text_config.max_position_embeddings,
         ).to(self.device)
-        out = self.model(**inputs)
+        pixels = clip_pixels(images, self.image_settings).to(self.device, self.model.dtype)
+        out = self.model(**tokens, pixel_values=pixels)
         image = torch.nn.functional.normalize(out.image_embeds, dim=-1)
         text = torch.nn.functional.normalize(out.text_embeds, dim=-1)
         return (image * text).sum(-1).tolist()

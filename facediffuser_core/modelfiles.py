@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from .checkpoints import PART_FILES
+from .checkpoints import PART_FILES, PUBLISHED_NAMES
 from .errors import CheckpointError
+from .files import not_weights_reason
 
 MODEL_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth", ".ckpt")
 SET_MARKER = PART_FILES["unet"]  # a folder holding this file is a converted set
@@ -140,3 +141,33 @@ def find_tokenizer(model_path: str | os.PathLike) -> Path | None:
         if (candidate / "vocab.json").is_file() and (candidate / "merges.txt").is_file():
             return candidate
     return None
+
+
+def check_model_location(path: str | os.PathLike, option: str = "model") -> Path:
+    """Cheap checks of a model path before anything is loaded; returns the path.
+
+    It must exist, a folder must hold a converted set or a published file, and a file must
+    not be recognisably something else (an image, a web page).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CheckpointError(
+            f"{option} {p} does not exist: download SDM/ and TDM/ from the Hugging Face repo "
+            "CodeGoat24/Face-diffuser (or convert them with 'facediffuser convert')"
+        )
+    if p.is_dir():
+        if (p / PART_FILES["unet"]).is_file() or any((p / n).is_file() for n in PUBLISHED_NAMES):
+            return p
+        raise CheckpointError(
+            f"{option} {p} is a folder with no model in it (neither {PUBLISHED_NAMES[0]} nor a "
+            "converted set's unet.safetensors): point to the SDM/ or TDM/ folder of "
+            "CodeGoat24/Face-diffuser, the .bin inside it, or a folder written by "
+            "'facediffuser convert'"
+        )
+    reason = not_weights_reason(p)
+    if reason:
+        raise CheckpointError(
+            f"{option} {p} is {reason}, not a model file: give the SDM/ or TDM/ "
+            "pytorch_model.bin of CodeGoat24/Face-diffuser (or its folder, or a converted set)"
+        )
+    return p

@@ -8,6 +8,7 @@ conventions that ``configs`` assumes, so configs inferred from these weights are
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import tempfile
@@ -317,7 +318,7 @@ def write_tiny_set(
 def write_tiny_clip(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     """A tiny random CLIPModel folder (model, tokenizer, image processor) for the prompt-
     consistency metric of ``evaluate``, loadable like ``openai/clip-vit-large-patch14``."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPModel
 
     from .text import write_tiny_tokenizer
 
@@ -338,7 +339,25 @@ def write_tiny_clip(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(out)
     write_tiny_tokenizer(out)
-    CLIPImageProcessor(
-        size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
-    ).save_pretrained(out)
+    # written by hand: building a CLIPImageProcessor warns about torchvision (not used here)
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": {"height": 224, "width": 224},
+                "do_center_crop": True,
+                "do_convert_rgb": True,
+                "do_normalize": True,
+                "do_rescale": True,
+                "do_resize": True,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_processor_type": "CLIPImageProcessor",
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3,
+                "rescale_factor": 1 / 255,
+                "size": {"shortest_edge": 224},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return out

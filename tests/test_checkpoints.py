@@ -297,7 +297,9 @@ def test_convert_is_atomic_overwrites_and_drops_stale_sdm_parts(tmp_path, tiny_s
     assert set(first) == {"unet", "vae", "text_encoder", "image_encoder", "postfuse"}
     assert ck.load_parts(out).kind == "sdm"
     # converting the TDM into the same folder replaces the files and removes the SDM-only ones
-    second = ck.convert(tiny_set.tdm_bin, out, progress=False)
+    with pytest.raises(CheckpointError, match="already holds a converted set"):
+        ck.convert(tiny_set.tdm_bin, out, progress=False)  # not without replace=True
+    second = ck.convert(tiny_set.tdm_bin, out, progress=False, replace=True)
     assert set(second) == {"unet", "vae", "text_encoder"}
     assert sorted(p.name for p in out.iterdir()) == [
         "text_encoder.safetensors",
@@ -324,7 +326,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, tiny_set, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        ck.convert(tiny_set.sdm_bin, out, progress=False)
+        ck.convert(tiny_set.sdm_bin, out, progress=False, replace=True)
     assert (out / "unet.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [
         "text_encoder.safetensors",

@@ -2,7 +2,9 @@
 
 The API graphs are the source of truth (they are what the prompt queue and the tests run);
 this script lays each one out as a UI workflow, taking widget order and slot types from a
-running ComfyUI's ``/object_info`` so the result matches what the frontend saves.
+running ComfyUI's ``/object_info`` so the result matches what the frontend saves. It also
+writes ``quick/``: the same graphs at 64x64 pixels and 8 steps, which run in seconds on the
+tiny models (``facediffuser tiny DIR --comfyui``) to try a setup.
 
     python workflows/make_ui.py http://127.0.0.1:8188     # with the pack loaded there
 """
@@ -18,6 +20,19 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, ROW_GAP, NODE_WIDTH = 380, 50, 330
+QUICK_SIZE, QUICK_STEPS = 64, 8
+
+
+def quick(api: dict) -> dict:
+    """The graph at QUICK_SIZE pixels square and QUICK_STEPS steps (the quick/ variants)."""
+    api = json.loads(json.dumps(api))
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "EmptyLatentImage":
+            inputs["width"] = inputs["height"] = QUICK_SIZE
+        if "steps" in inputs:
+            inputs["steps"] = QUICK_STEPS
+    return api
 
 
 def is_widget(spec: list) -> bool:
@@ -132,11 +147,12 @@ def main(argv: list[str]) -> int:
     url = (argv[1] if len(argv) > 1 else "http://127.0.0.1:8188").rstrip("/")
     with urllib.request.urlopen(f"{url}/object_info", timeout=60) as response:
         object_info = json.load(response)
+    (HERE / "quick").mkdir(exist_ok=True)
     for path in sorted((HERE / "api").glob("*.json")):
-        ui = to_ui(json.loads(path.read_text()), object_info)
-        target = HERE / path.name
-        target.write_text(json.dumps(ui, indent=2) + "\n")
-        print(f"{path.relative_to(HERE)} -> {target.relative_to(HERE)}")
+        api = json.loads(path.read_text())
+        for graph, target in ((api, HERE / path.name), (quick(api), HERE / "quick" / path.name)):
+            target.write_text(json.dumps(to_ui(graph, object_info), indent=2) + "\n")
+            print(f"{path.relative_to(HERE)} -> {target.relative_to(HERE)}")
     return 0
 
 

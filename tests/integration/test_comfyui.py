@@ -99,6 +99,16 @@ def test_ui_workflow_converts_to_its_api_twin_and_runs(server, name):
     assert succeeded(entry), error_text(entry)
 
 
+@pytest.mark.parametrize("name", UI_FILES)
+def test_quick_ui_workflow_is_its_twin_at_64px_8_steps_and_runs(server, name):
+    converted = _ui_to_api(server, json.loads((UI_DIR / "quick" / name).read_text()))
+    quick = shrink(load_api(name))  # 64x64, 8 steps, like workflows/make_ui.py's quick()
+    for node_id, node in quick.items():
+        assert converted[node_id]["inputs"] == node["inputs"], node_id
+    entry = queue(server, converted)
+    assert succeeded(entry), error_text(entry)
+
+
 def _guider_graph(steps: int, sampler: str = "euler") -> dict:
     api = shrink(load_api("facediffuser_guider_advanced.json"), steps)
     api["22"]["inputs"]["sampler_name"] = sampler
