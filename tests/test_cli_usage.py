@@ -81,6 +81,10 @@ def test_a_size_that_cannot_fit_names_the_largest_that_can(home, capsys, monkeyp
     sizes = {"weights": weights, "element_size": 4, "widths": memory.Widths(32, 32)}
     assert memory.peak_bytes(side, side, **sizes) <= 4 * 2**30
     assert memory.peak_bytes(side + 8, side + 8, **sizes) > 4 * 2**30
+    # the tiny-model cache it built has ordinary permissions (not mkdtemp's 0700)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((home / "home" / "tiny-v0.1.0").stat().st_mode) == 0o777 & ~mask
 
 
 def test_memory_estimate_message():
@@ -287,3 +291,13 @@ def test_face_tools_name_both_missing_packages(monkeypatch):
         "Face-diffuser/ComfyUI with `pip install insightface onnxruntime` (GPU: onnxruntime-gpu "
         "instead of onnxruntime); `facediffuser doctor` checks the setup"
     )
+
+
+def test_generate_and_queue_share_the_prompt_and_batch_size_forms():
+    from facediffuser_core.cli import build_parser
+
+    parser = build_parser()
+    gen = parser.parse_args(["generate", "-p", "a man <|image|>", "--batch-size", "3"])
+    assert (gen.prompt_option, gen.num_images) == ("a man <|image|>", 3)
+    queue = parser.parse_args(["queue", "-p", "a man <|image|>", "--num-images", "2"])
+    assert (queue.prompt, queue.batch_size) == ("a man <|image|>", 2)

@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-end", type=float, help="fraction of steps when fusion ends")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
-    parser.add_argument("--batch-size", type=int, help="images per prompt")
+    parser.add_argument(
+        "--batch-size", "--num-images", type=int, help="images per prompt (as in generate)"
+    )
     parser.add_argument(
         "--depth", type=int, default=1, help="our prompts queued on one server at a time (1)"
     )
