@@ -301,3 +301,21 @@ def test_generate_and_queue_share_the_prompt_and_batch_size_forms():
     assert (gen.prompt_option, gen.num_images) == ("a man <|image|>", 3)
     queue = parser.parse_args(["queue", "-p", "a man <|image|>", "--num-images", "2"])
     assert (queue.prompt, queue.batch_size) == ("a man <|image|>", 2)
+
+
+def test_more_mistakes_found_by_trying(home, capsys):
+    (home / "refs").mkdir()
+    (home / "afile").write_text("x")
+    assert error_of(["generate", "a man <|image|>", "-r", "refs"], capsys) == (
+        "reference image refs is a folder: give an image file in it"
+    )
+    assert error_of(["evaluate", "--methods", "snf,foo"], capsys) == (
+        "--methods 'snf,foo': foo is not a method; give a comma list of snf, tdm, sdm"
+    )
+    assert error_of(["queue", "-p", "a man <|image|>", "--out", "afile"], capsys) == (
+        "--out afile is an existing file, but --out names a folder (the files are written "
+        "into it and never overwritten): give a folder, e.g. --out afile-out"
+    )
+    assert error_of(["tiny", "afile"], capsys) == (
+        "output afile is an existing file: give a folder for the tiny set"
+    )
