@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-step", type=int, help="last fusion step (SNF); default 30 of 50, scaled to --steps"
     )
     gen.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    gen.add_argument("--num-images", type=int, default=1, help="images per prompt (1)")
+    gen.add_argument(
+        "--num-images", "--batch-size", type=int, default=1, help="images per prompt (1)"
+    )
     gen.add_argument(
         "--scheduler",
         help="default: the preset's (paper: ddim, reference: pndm); ddim, pndm, euler, "

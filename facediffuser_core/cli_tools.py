@@ -17,8 +17,17 @@ from .usage import check_at_least, check_default_fusion, check_out_folder, requi
 
 def check_evaluate_options(args: argparse.Namespace) -> None:
     """Everything cheap about ``evaluate``'s options, before models or images are read."""
+    from .evaluate import METHODS
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(
+            f"--methods {args.methods!r}: {', '.join(unknown) or 'no method'} is not a method; "
+            f"give a comma list of {', '.join(METHODS)}"
+        )
     check_at_least("--steps", args.steps, 1, "50 as in the paper")
-    if "snf" in args.methods:
+    if "snf" in methods:
         check_default_fusion(args.steps)
     check_at_least("--cfg", args.cfg, 0, "the guidance scale is 0 or more (5 as in the paper)")
     check_at_least("--k", args.k, 1, "give at least one image per person, prompt and method")

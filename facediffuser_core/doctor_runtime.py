@@ -44,7 +44,6 @@ class Runtime:
     comfyui_python: Path | None = None  # the python that ComfyUI's own venv holds, if any
     comfyui_packages: bool = False  # this python has ComfyUI's own requirements
     script: str | None = None  # the `facediffuser` command of this python, if installed
-    installed: bool = False  # facediffuser_core is pip-installed (importable anywhere)
     pack_dir: Path = PACK_DIR
     prefix: Path = Path(sys.prefix)  # this python's environment (a venv's root folder)
 
@@ -95,11 +94,6 @@ def probe_runtime(package_dir: Path | None = None) -> Runtime:
         pass
     # only this python's own script counts: one on PATH may belong to another environment
     rt.script = shutil.which("facediffuser", path=sysconfig.get_path("scripts"))
-    try:
-        importlib.metadata.version("facediffuser")
-        rt.installed = True
-    except importlib.metadata.PackageNotFoundError:
-        pass
     return rt
 
 
@@ -147,8 +141,6 @@ def doctor_command(rt: Runtime, env: Environment, python: str | None = None) -> 
     if python is None and rt.script:
         return "facediffuser doctor"
     python = _quote(python or env.python, env.windows)
-    if rt.installed and python == _quote(env.python, env.windows):
-        return f"{python} -m facediffuser_core doctor"
     cd = "cd /d" if env.windows else "cd"
     return f"{cd} {_quote(str(rt.pack_dir), env.windows)} && {python} -m facediffuser_core doctor"
 

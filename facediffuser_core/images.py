@@ -18,6 +18,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"reference image {path} is a folder: give an image file in it")
     if not path.is_file():
         raise InputError(f"reference image {path} does not exist: check the path")
     try:

@@ -81,6 +81,10 @@ def test_a_size_that_cannot_fit_names_the_largest_that_can(home, capsys, monkeyp
     sizes = {"weights": weights, "element_size": 4, "widths": memory.Widths(32, 32)}
     assert memory.peak_bytes(side, side, **sizes) <= 4 * 2**30
     assert memory.peak_bytes(side + 8, side + 8, **sizes) > 4 * 2**30
+    # the tiny-model cache it built has ordinary permissions (not mkdtemp's 0700)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((home / "home" / "tiny-v0.1.0").stat().st_mode) == 0o777 & ~mask
 
 
 def test_memory_estimate_message():
@@ -271,3 +275,31 @@ def test_convert_asks_for_force_and_writes_ordinary_permissions(tmp_path, tiny_s
         assert main([*args, "--no-progress"]) == 0
     finally:
         os.umask(old)
+
+
+def test_generate_and_queue_share_the_prompt_and_batch_size_forms():
+    from facediffuser_core.cli import build_parser
+
+    parser = build_parser()
+    gen = parser.parse_args(["generate", "-p", "a man <|image|>", "--batch-size", "3"])
+    assert (gen.prompt_option, gen.num_images) == ("a man <|image|>", 3)
+    queue = parser.parse_args(["queue", "-p", "a man <|image|>", "--num-images", "2"])
+    assert (queue.prompt, queue.batch_size) == ("a man <|image|>", 2)
+
+
+def test_more_mistakes_found_by_trying(home, capsys):
+    (home / "refs").mkdir()
+    (home / "afile").write_text("x")
+    assert error_of(["generate", "a man <|image|>", "-r", "refs"], capsys) == (
+        "reference image refs is a folder: give an image file in it"
+    )
+    assert error_of(["evaluate", "--methods", "snf,foo"], capsys) == (
+        "--methods 'snf,foo': foo is not a method; give a comma list of snf, tdm, sdm"
+    )
+    assert error_of(["queue", "-p", "a man <|image|>", "--out", "afile"], capsys) == (
+        "--out afile is an existing file, but --out names a folder (the files are written "
+        "into it and never overwritten): give a folder, e.g. --out afile-out"
+    )
+    assert error_of(["tiny", "afile"], capsys) == (
+        "output afile is an existing file: give a folder for the tiny set"
+    )

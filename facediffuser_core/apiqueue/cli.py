@@ -47,7 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-end", type=float, help="fraction of steps when fusion ends")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
-    parser.add_argument("--batch-size", type=int, help="images per prompt")
+    parser.add_argument(
+        "--batch-size", "--num-images", type=int, help="images per prompt (as in generate)"
+    )
     parser.add_argument(
         "--depth", type=int, default=1, help="our prompts queued on one server at a time (1)"
     )
@@ -86,6 +88,9 @@ def run_cli(args: argparse.Namespace) -> int:
     }
     if args.depth < 1 or args.retries < 0 or args.timeout <= 0 or args.poll <= 0:
         raise QueueError("--depth must be >= 1, --retries >= 0, --timeout and --poll > 0")
+    from ..usage import check_out_folder
+
+    check_out_folder(args.out)
     cwd = Path.cwd()
     checked = {}
     for key, value in defaults.items():
