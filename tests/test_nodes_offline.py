@@ -524,10 +524,17 @@ def test_error_text_names_no_server_paths(folders, host):
         def INPUT_TYPES(cls):
             return {"required": {}}
 
+        @classmethod
+        def VALIDATE_INPUTS(cls):
+            raise host.errors.CheckpointError(f"{inside} is unreadable")
+
         def run(self):
             raise host.errors.CheckpointError(f"{inside} is truncated")
 
     guard.guard(Node, "Test node")
+    assert Node.VALIDATE_INPUTS() == (
+        "CheckpointError: models/facediffuser/SDM/pytorch_model.bin is unreadable"
+    )
     with pytest.raises(host.errors.CheckpointError) as info:
         Node().run()
     assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"
