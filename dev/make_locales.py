@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "comfyui" / "object_info.json"
+# the pack's nodes as a real ComfyUI served them, saved whenever this runs against a server
+FIXTURE = ROOT / "tests" / "fixtures" / "comfyui" / "object_info_pack.json"
 LOCALES = ROOT / "locales"
 TRANSLATIONS = ROOT / "dev" / "translations"
 PACK_PREFIX = "FaceDiffuser"
@@ -94,7 +95,11 @@ def write(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    defs = node_defs(read_object_info(argv[1] if len(argv) > 1 else None))
+    source = argv[1] if len(argv) > 1 else None
+    info = pack_nodes(read_object_info(source))
+    if source and source.startswith(("http://", "https://")):
+        write(FIXTURE, info)
+    defs = node_defs(info)
     write(LOCALES / "en" / "nodeDefs.json", defs)
     write(LOCALES / "en" / "main.json", {"nodeCategories": {CATEGORY: CATEGORY}})
     status = 0

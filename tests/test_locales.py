@@ -1,9 +1,9 @@
 """The i18n files (locales/<lang>/) and help pages (web/docs/) cover every node.
 
-The node ids come from the node sources (V1 or V3 alike), the inputs and outputs from the
-``/object_info`` fixture (the shape ComfyUI serves for both). The English strings must be
-exactly what dev/make_locales.py writes from that fixture (generated, never edited by hand);
-each other language must translate every string. The live server is checked in
+The node ids come from the node sources (V1 or V3 alike), the inputs and outputs from a real
+ComfyUI's ``/object_info`` saved by dev/make_locales.py (one shape for V1 and V3). The English
+strings must be exactly what dev/make_locales.py writes from that fixture (generated, never
+edited by hand); each other language must translate every string. The live server is checked in
 tests/integration/test_comfyui_registry.py.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-OBJECT_INFO = json.loads((ROOT / "tests/fixtures/comfyui/object_info.json").read_text())
+OBJECT_INFO = json.loads((ROOT / "tests/fixtures/comfyui/object_info_pack.json").read_text())
 LANGS = sorted(p.name for p in (ROOT / "locales").iterdir() if p.is_dir())
 
 
