@@ -14,23 +14,23 @@ from typing import Any
 
 import torch
 
+from .engine.presets import DEFAULT_PRESET, check_step_count, get_preset
+from .engine.regions import region_for_latents
+from .engine.sampling import Conditioning, SampleResult, UNetEps, sample
+from .engine.schedulers import SCHEDULERS, make_scheduler
+from .engine.snf import PAPER_FUSION, FusionSettings
+from .engine.stages import boundaries_for_steps, boundary_fractions, validate_boundaries
 from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
-from .photos import Person, preprocess_people
-from .presets import DEFAULT_PRESET, check_step_count, get_preset
-from .regions import region_for_latents
-from .sampling import Conditioning, SampleResult, UNetEps, sample
-from .schedulers import SCHEDULERS, make_scheduler
-from .snf import PAPER_FUSION, FusionSettings
-from .stages import boundaries_for_steps, boundary_fractions, validate_boundaries
-from .subject import (
+from .subject.photos import Person, preprocess_people
+from .subject.prompt import (
     ParsedPrompt,
     chunk_tokens,
     parse_prompt,
     require_subjects,
     tokenize_prompt,
 )
-from .text import encode_chunks, encoder_for, special_ids
+from .subject.text import encode_chunks, encoder_for, special_ids
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ..facediffuser_core.engine.sampling import StepRecord
+from ..facediffuser_core.engine.snf import PAPER_FUSION, FusionSettings
+from ..facediffuser_core.engine.stages import boundary_fractions
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
-from ..facediffuser_core.sampling import StepRecord
-from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings
-from ..facediffuser_core.stages import boundary_fractions
 from .guider import VAE_FACTOR, SNFGuider, check_latent
 from .types import CATEGORY, SNF_TYPE
 

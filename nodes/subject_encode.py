@@ -5,17 +5,15 @@ from __future__ import annotations
 import torch
 
 from ..facediffuser_core.errors import ModelError
-from ..facediffuser_core.subject import (
-    CLIP_MEAN,
-    CLIP_STD,
+from ..facediffuser_core.subject.prompt import (
     MAX_SUBJECTS,
     chunk_tokens,
     parse_prompt,
-    preprocess_references,
     require_subjects,
     tokenize_prompt,
 )
-from ..facediffuser_core.text import encoder_for, special_ids
+from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD, preprocess_references
+from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
 from .people import people_in_order
 from .types import CATEGORY, SUBJECT_TYPE

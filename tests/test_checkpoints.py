@@ -10,15 +10,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from facediffuser_core import checkpoints as ck
-from facediffuser_core.configs import unet_config_from_diffusers
 from facediffuser_core.errors import CheckpointError
-from facediffuser_core.ldm import unet_to_ldm
+from facediffuser_core.weights import checkpoints as ck
+from facediffuser_core.weights.configs import unet_config_from_diffusers
+from facediffuser_core.weights.ldm import unet_to_ldm
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
+    from facediffuser_core.tiny.diffusion import write_tiny_set
 
     return write_tiny_set(tmp_path_factory.mktemp("tiny_ck"))
 
@@ -153,7 +153,7 @@ def test_published_parts_and_kinds(tiny_set, published):
 
 
 def test_check_keys_reports_missing_and_unexpected_by_name(published):
-    from facediffuser_core.subject import PostfuseModule
+    from facediffuser_core.subject.postfuse import PostfuseModule
 
     post = {
         k[len("postfuse_module.") :]: v

@@ -104,3 +104,74 @@ def test_importing_the_core_stays_light():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+APPLICATIONS = ("cli", "doctor", "evaluate", "apiqueue", "tiny")
+LIBRARY = ("engine", "subject", "weights", "faces", "pipeline", "inspection", "images", "files")
+
+
+def core_imports(path: Path) -> set[str]:
+    """Every facediffuser_core module a file imports (relative imports resolved, lazy ones too)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    package = parts if parts[-1] == "__init__" else parts[:-1]
+    package = [p for p in package if p != "__init__"]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.startswith("facediffuser_core")}
+
+
+def test_engine_and_subject_never_import_an_application():
+    """The engine is a library: the CLI, doctor, evaluation, queue client and tiny models
+    are built on it, never the reverse (the queue client must stay out of its graph)."""
+    offenders = []
+    for path in core_files():
+        rel = path.relative_to(ROOT / "facediffuser_core").with_suffix("").parts
+        if rel[0] not in LIBRARY:
+            continue
+        for module in core_imports(path):
+            top = module.split(".")[1] if "." in module else ""
+            if top in APPLICATIONS:
+                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, offenders
+
+
+def test_prompt_parsing_is_torch_free():
+    """The queue client validates prompts with subject.prompt: no torch, numpy or models."""
+    path = ROOT / "facediffuser_core" / "subject" / "prompt.py"
+    heavy = {"torch", "numpy", "transformers", "diffusers"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            assert not {a.name.split(".")[0] for a in node.names} & heavy
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            assert node.module.split(".")[0] not in heavy
+    assert {m.rsplit(".", 1)[0] for m in core_imports(path)} <= {
+        "facediffuser_core",
+        "facediffuser_core.errors",
+    }
+
+
+def test_public_api_import_paths():
+    """External code imports exactly these names and modules."""
+    import facediffuser_core
+    from facediffuser_core import snf, stages
+
+    for name in (
+        "FaceDiffuserPipeline",
+        "GenerateSettings",
+        "load_models",
+        "load_tokenizer",
+        "load_image",
+        "write_tiny_set",
+        "sample",
+    ):
+        assert callable(getattr(facediffuser_core, name)), name
+        assert name in facediffuser_core.__all__
+    for name in ("saliency", "fuse", "fuse_with_saliency", "fuse_denoised"):
+        assert callable(getattr(snf, name)), name
+    assert stages.stage_for_step(0, 0, 1) is stages.Stage.SCENE
+    assert stages.stage_for_step(1, 0, 1) is stages.Stage.FUSION

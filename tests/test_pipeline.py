@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import facediffuser_core.pipeline as pipeline_module
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.errors import InputError, ModelError, PromptError
 from facediffuser_core.pipeline import FaceDiffuserPipeline, GenerateSettings
-from facediffuser_core.stages import Stage
 
 PROMPT = "a man <|image|> and a woman <|image|> at the beach"
 

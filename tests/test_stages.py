@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facediffuser_core.errors import InputError
-from facediffuser_core.stages import (
+from facediffuser_core.engine.stages import (
     Stage,
     boundaries_for_steps,
     boundary_fractions,
@@ -15,6 +14,7 @@ from facediffuser_core.stages import (
     step_index_for_sigma,
     step_indices,
 )
+from facediffuser_core.errors import InputError
 
 
 def test_reference_semantics_at_the_boundaries():

@@ -168,7 +168,7 @@ def make_item(
         prompt = item.settings.get("prompt")
         refs = item.settings.get("references")
         if prompt is not None:
-            from ..subject import parse_prompt, require_subjects
+            from ..subject.prompt import parse_prompt, require_subjects
 
             parsed = parse_prompt(prompt)
             if refs is not None:

@@ -88,7 +88,7 @@ def run_cli(args: argparse.Namespace) -> int:
     }
     if args.depth < 1 or args.retries < 0 or args.timeout <= 0 or args.poll <= 0:
         raise QueueError("--depth must be >= 1, --retries >= 0, --timeout and --poll > 0")
-    from ..usage import check_out_folder
+    from ..cli.usage import check_out_folder
 
     check_out_folder(args.out)
     cwd = Path.cwd()

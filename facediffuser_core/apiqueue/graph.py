@@ -521,7 +521,7 @@ def graph_settings(graph: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_graph(graph: Mapping[str, Any]) -> None:
     """Refuse what would only fail on the server: marker count, stage boundaries."""
-    from ..subject import parse_prompt, require_subjects  # torch: imported only when needed
+    from ..subject.prompt import parse_prompt, require_subjects  # torch: imported only when needed
 
     people = len(person_chains(graph))
     for node_id in _nodes_of(graph, "FaceDiffuserSubjectEncode"):

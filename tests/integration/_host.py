@@ -333,7 +333,7 @@ def object_info(server) -> dict:
 
 
 def fusion_steps(steps: int) -> int:
-    from facediffuser_core.stages import (
+    from facediffuser_core.engine.stages import (
         Stage,
         boundaries_for_steps,
         boundary_fractions,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import InputError
+from .. import __version__
+from ..errors import InputError
 from .usage import check_tokenizer_folder, resolve_device
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -32,7 +32,7 @@ def ensure_tiny_set(folder: Path, *, seed: int = 0) -> Any:
     """Build the tiny set once (atomically: a half-written folder is never reused)."""
     if (folder / ".complete").is_file():
         return _tiny_paths(folder)
-    from .tiny import write_tiny_set
+    from ..tiny.diffusion import write_tiny_set
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
@@ -64,7 +64,7 @@ def _tiny_paths(folder: Path) -> dict[str, Any]:
 
 
 def _resolve_tokenizer(arg: str | None, model_path: Path) -> Path:
-    from .modelfiles import find_tokenizer
+    from ..weights.modelfiles import find_tokenizer
 
     if arg:
         return check_tokenizer_folder(arg)
@@ -101,7 +101,7 @@ class ModelPaths:
 
 def check_model_options(args: argparse.Namespace) -> None:
     """Option combinations and paths, checked before the tiny set is built or read."""
-    from .modelfiles import check_model_location
+    from ..weights.modelfiles import check_model_location
 
     if (args.sdm is None) != (args.tdm is None):
         raise InputError("give both --sdm and --tdm, or neither to run the built-in tiny models")
@@ -137,9 +137,9 @@ def model_paths(args: argparse.Namespace) -> ModelPaths:
 
 
 def open_pipeline(paths: ModelPaths, device: str, dtype: Any) -> Any:
-    from .models import load_models
-    from .pipeline import FaceDiffuserPipeline
-    from .text import load_tokenizer
+    from ..pipeline import FaceDiffuserPipeline
+    from ..subject.text import load_tokenizer
+    from ..weights.models import load_models
 
     return FaceDiffuserPipeline(
         load_models(paths.sdm, device=device, dtype=dtype),
@@ -156,7 +156,7 @@ def check_memory(
     from .memory import SD15, Widths, check_fits, weight_elements
 
     if paths.tiny:
-        from .tiny import TINY_UNET, TINY_VAE
+        from ..tiny.diffusion import TINY_UNET, TINY_VAE
 
         widths = Widths(TINY_UNET["block_out_channels"][0], TINY_VAE["block_out_channels"][0])
     else:

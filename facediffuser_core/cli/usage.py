@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 # the packages the engine imports, by import name -> distribution name
 RUNTIME_PACKAGES = {
@@ -140,7 +140,7 @@ def check_tokenizer_folder(tokenizer: str | os.PathLike) -> Path:
 def least_steps_with_fusion(steps: int) -> int:
     """The smallest step count above ``steps`` whose default stage boundaries (the paper's
     15/30 of 50, scaled) leave at least one fusion step."""
-    from .stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
+    from ..engine.stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
 
     return next(
         n
@@ -151,7 +151,7 @@ def least_steps_with_fusion(steps: int) -> int:
 
 def check_default_fusion(steps: int) -> None:
     """InputError when the default boundaries for ``steps`` leave no fusion (SNF) step."""
-    from .stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
+    from ..engine.stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
 
     start, final = boundaries_for_steps(boundary_fractions(), steps)
     if stage_counts(start, final, steps)[Stage.FUSION] == 0:

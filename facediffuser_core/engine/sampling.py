@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .errors import InputError, ModelError
+from ..errors import InputError, ModelError
 from .overlap import ConcurrentPair
 from .snf import PAPER_FUSION, FusionSettings, check_region, fuse_with_saliency
 from .stages import Stage, stage_for_step, step_indices, validate_boundaries

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-from .files import not_weights_reason, save_safetensors
+from ..errors import CheckpointError
+from ..files import not_weights_reason, save_safetensors
 
 PART_PREFIXES = {
     "unet.": "unet",

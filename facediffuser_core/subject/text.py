@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, InputError, ModelError
-from .subject import TokenChunks
+from ..errors import CheckpointError, InputError, ModelError
+from .prompt import TokenChunks
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer

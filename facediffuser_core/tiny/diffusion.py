@@ -95,7 +95,7 @@ SD15_TOKENS = (49408, 49406, 49407)  # vocabulary size, BOS, EOS of SD1.5's CLIP
 @lru_cache(maxsize=1)
 def tiny_tokenizer_ids() -> tuple[int, int, int]:
     """(vocab size, bos id, eos id) of ``text.write_tiny_tokenizer``'s tokenizer."""
-    from .text import load_tokenizer, special_ids, write_tiny_tokenizer
+    from ..subject.text import load_tokenizer, special_ids, write_tiny_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = load_tokenizer(write_tiny_tokenizer(Path(tmp) / "tokenizer"))
@@ -160,7 +160,7 @@ def tiny_state_dicts(
         CLIPVisionModelWithProjection,
     )
 
-    from .subject import PostfuseModule
+    from ..subject.postfuse import PostfuseModule
 
     unet_cfg, vae_cfg = (SD15_UNET, SD15_VAE) if full_size else (TINY_UNET, TINY_VAE)
     text_sizes, vision_sizes = (SD15_TEXT, SD15_VISION) if full_size else (TINY_TEXT, TINY_VISION)
@@ -268,8 +268,8 @@ def write_tiny_set(
     ``full_size=True`` writes SD1.5-sized random weights (fp16, about 2.3 GB for both) and no
     tokenizer folder (SD1.5's own tokenizer applies) and no converted sets.
     """
-    from .checkpoints import convert
-    from .text import write_tiny_tokenizer
+    from ..subject.text import write_tiny_tokenizer
+    from ..weights.checkpoints import convert
 
     root = Path(out_dir)
     models = root.joinpath(*COMFYUI_MODEL_FOLDER) if comfyui else root
@@ -300,7 +300,7 @@ def write_tiny_set(
         refs.append(path)
     face_pack = None
     if comfyui and importlib.util.find_spec("onnx") is not None:  # else: no tiny face pack
-        from .tiny_faces import write_tiny_face_pack
+        from .faces import write_tiny_face_pack
 
         face_pack = write_tiny_face_pack(root / "models" / "insightface" / "models" / "buffalo_l")
     return TinySet(
@@ -320,7 +320,7 @@ def write_tiny_clip(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     consistency metric of ``evaluate``, loadable like ``openai/clip-vit-large-patch14``."""
     from transformers import CLIPConfig, CLIPModel
 
-    from .text import write_tiny_tokenizer
+    from ..subject.text import write_tiny_tokenizer
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

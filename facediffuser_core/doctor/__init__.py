@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SECTIONS = ("Python & torch", "onnxruntime", "insightface", "Model files")
@@ -648,7 +648,7 @@ def check_facediffuser_models(models_dir: Path, env: Environment) -> list[Check]
     s = SECTIONS[3]
     fd = models_dir / MODEL_FOLDER
     try:
-        from .modelfiles import find_tokenizer, scan_model_folder
+        from ..weights.modelfiles import find_tokenizer, scan_model_folder
     except Exception as exc:  # torch is broken: reported above
         return [
             Check(
@@ -957,7 +957,7 @@ def run_checks(
     """
     extra: list[Check] = []
     if env is None:
-        from .doctor_runtime import runtime_checks
+        from .runtime import runtime_checks
 
         env = probe_environment()
         extra = runtime_checks(env)

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError, ModelError
 from .checkpoints import CheckpointParts, check_keys, load_parts
 from .configs import text_config, unet_config_from_diffusers, vae_config, vision_config
-from .errors import CheckpointError, ModelError
 
 
 @dataclass
@@ -43,7 +43,7 @@ def part_factory(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Ca
     ComfyUI loaders check their files against them (:func:`verify_parts`) before building
     ComfyUI's own.
     """
-    from .subject import PostfuseModule
+    from ..subject.postfuse import PostfuseModule
 
     try:
         if part == "unet":
@@ -213,7 +213,7 @@ def build_subject_encoder(
     dtype: torch.dtype = torch.float32,
 ) -> Any:
     """The SDM's :class:`subject.SubjectEncoder` (image tower + post-fusion) from its parts."""
-    from .subject import SubjectEncoder
+    from ..subject.postfuse import SubjectEncoder
 
     p = parts.parts
     missing = [k for k in ("image_encoder", "postfuse") if k not in p]

@@ -16,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .doctor import FAIL, OK, WARN, Check, Environment, _one_line, _pip, _quote, _version_tuple
+from . import FAIL, OK, WARN, Check, Environment, _one_line, _pip, _quote, _version_tuple
 
 PACKAGES_SECTION = "Pack dependencies"
 WHERE_SECTION = "Where this runs"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 # runwayml/stable-diffusion-v1-5 scheduler_config.json, written out so nothing is fetched.
 SD15_SCHEDULE: dict[str, Any] = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InputError
+from ..errors import InputError
 from .stages import DEFAULT_FINAL_STEP, DEFAULT_START_MERGE_STEP, DEFAULT_STEPS
 
 StepCount = Literal["distinct", "loop"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from ..errors import InputError
 
 Person = Any  # one image (H, W, C), a batch (N, H, W, C), or a sequence of images
 
@@ -40,7 +40,7 @@ def person_photos(person: Person) -> list[Tensor]:
 
 def preprocess_people(people: Sequence[Person], **kw: Any) -> list[Tensor]:
     """Preprocess each person's photos -> one (N_i, 3, size, size) tensor per person."""
-    from .subject import preprocess_reference
+    from .reference import preprocess_reference
 
     out = []
     for i, person in enumerate(people):

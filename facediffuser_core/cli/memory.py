@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 # Live tensors per element of the widest activation (input, norm, conv output, skip
 # connections of every level, residual). Measured on the CPU in fp32: SD1.5's VAE decoder

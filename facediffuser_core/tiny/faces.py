@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import FaceDiffuserError
+from ..errors import FaceDiffuserError
 
 DETECTOR_FILE = "det.onnx"
 RECOGNIZER_FILE = "rec.onnx"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def region_for_latents(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -9,15 +9,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_models import DTYPES, check_memory, device_and_dtype, model_paths, open_pipeline
-from .errors import InputError
-from .files import save_json
+from ..errors import InputError
+from ..files import save_json
+from .models import DTYPES, check_memory, device_and_dtype, model_paths, open_pipeline
 from .usage import check_at_least, check_default_fusion, check_out_folder, require_packages
 
 
 def check_evaluate_options(args: argparse.Namespace) -> None:
     """Everything cheap about ``evaluate``'s options, before models or images are read."""
-    from .evaluate import METHODS
+    from ..evaluate import METHODS
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -42,13 +42,13 @@ def _tiny_extras(folder: Path) -> tuple[Path | None, Path]:
     """A tiny face pack (needs onnx) and a tiny CLIP beside the tiny models, built once."""
     import importlib.util
 
-    from .tiny import write_tiny_clip
+    from ..tiny.diffusion import write_tiny_clip
 
     faces_root = folder / "insightface"
     if importlib.util.find_spec("onnx") is None:
         faces_root = None
     elif not (faces_root / "models" / "buffalo_l").is_dir():
-        from .tiny_faces import write_tiny_face_pack
+        from ..tiny.faces import write_tiny_face_pack
 
         write_tiny_face_pack(faces_root / "models" / "buffalo_l")
     clip = folder / "clip"
@@ -58,7 +58,7 @@ def _tiny_extras(folder: Path) -> tuple[Path | None, Path]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import (
+    from ..evaluate import (
         ClipScorer,
         contact_sheet,
         evaluate,
@@ -66,8 +66,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         load_people,
         load_prompts,
     )
-    from .images import save_images
-    from .pipeline import GenerateSettings
+    from ..images import save_images
+    from ..pipeline import GenerateSettings
 
     check_evaluate_options(args)
     paths = model_paths(args)
@@ -94,7 +94,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         people_dir = Path(args.people)
     people = load_people(people_dir)
     size = args.size or (64 if tiny else 512)
-    from .stages import boundaries_for_steps, boundary_fractions
+    from ..engine.stages import boundaries_for_steps, boundary_fractions
 
     start, final = boundaries_for_steps(boundary_fractions(), args.steps)
     base = GenerateSettings(
@@ -109,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     faces = None
     if faces_root is not None:
-        from .faces import load_face_analysis
+        from ..faces import load_face_analysis
 
         faces = load_face_analysis(faces_root, args.face_pack, provider=args.face_provider)
     else:
@@ -170,8 +170,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import torch
 
-    from .checkpoints import convert
-    from .modelfiles import check_model_location
+    from ..weights.checkpoints import convert
+    from ..weights.modelfiles import check_model_location
 
     check_model_location(args.source, "source")
     out = Path(args.out).expanduser()
@@ -191,7 +191,7 @@ def _tiny(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} is an existing file: give a folder for the tiny set")
-    from .tiny import write_tiny_set
+    from ..tiny.diffusion import write_tiny_set
 
     tiny_set = write_tiny_set(out, seed=args.seed, comfyui=args.comfyui, full_size=args.full_size)
     for name in ("sdm_bin", "tdm_bin", "tokenizer", "sdm_converted", "tdm_converted"):
@@ -206,7 +206,7 @@ def _tiny(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import exit_code, format_report, run_checks
+    from ..doctor import exit_code, format_report, run_checks
 
     checks = run_checks(Path(args.models) if args.models else None)
     print(format_report(checks))

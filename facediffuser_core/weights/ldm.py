@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, ModelError
+from ..errors import CheckpointError, ModelError
 
 LDM_PREFIX = "model.diffusion_model."
 StateDict = dict[str, torch.Tensor]

@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from ..errors import CheckpointError
+from ..files import not_weights_reason
 from .checkpoints import PART_FILES, PUBLISHED_NAMES
-from .errors import CheckpointError
-from .files import not_weights_reason
 
 MODEL_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth", ".ckpt")
 SET_MARKER = PART_FILES["unet"]  # a folder holding this file is a converted set

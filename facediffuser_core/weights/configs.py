@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 SD15_UNET_HEADS = 8
 SD15_NORM_GROUPS = 32

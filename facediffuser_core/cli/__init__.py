@@ -16,19 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .cli_models import (  # noqa: F401  (names kept importable from here)
-    DTYPES,
-    ModelPaths,
-    check_memory,
-    default_tiny_dir,
-    ensure_tiny_set,
-)
-from .cli_models import device_and_dtype as _device_and_dtype
-from .cli_models import model_paths as _model_paths
-from .cli_models import open_pipeline as _open_pipeline
-from .errors import FaceDiffuserError, InputError
-from .files import save_json
+from .. import __version__
+from ..errors import FaceDiffuserError, InputError
+from ..files import save_json
+from .models import DTYPES, check_memory
+from .models import device_and_dtype as _device_and_dtype
+from .models import model_paths as _model_paths
+from .models import open_pipeline as _open_pipeline
 from .usage import (
     check_at_least,
     check_out_folder,
@@ -65,7 +59,7 @@ def check_generate_options(args: argparse.Namespace) -> None:
 
 def check_fusion_steps(args: argparse.Namespace, settings) -> None:
     """Refuse default boundaries that leave no fusion step; warn when explicit ones do."""
-    from .stages import Stage, stage_counts
+    from ..engine.stages import Stage, stage_counts
     from .usage import check_default_fusion
 
     start, final, steps = settings.start_merge_step, settings.final_step, settings.steps
@@ -83,10 +77,10 @@ def check_fusion_steps(args: argparse.Namespace, settings) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .images import load_image, save_images
-    from .inspection import inspection_sheet
-    from .pipeline import GenerateSettings, check_request
-    from .snf import FusionSettings
+    from ..engine.snf import FusionSettings
+    from ..images import load_image, save_images
+    from ..inspection import inspection_sheet
+    from ..pipeline import GenerateSettings, check_request
 
     check_generate_options(args)
     paths = _model_paths(args)
@@ -188,7 +182,7 @@ def _load_region(path: str | None, settings: Any) -> Any:
     """--region MASK.png as an image-space mask, checked against the image size."""
     if path is None:
         return None
-    from .regions import check_region_size, load_region
+    from ..engine.regions import check_region_size, load_region
 
     mask = load_region(path)
     check_region_size(mask, settings.width, settings.height, f"--region {path}")
@@ -196,7 +190,7 @@ def _load_region(path: str | None, settings: Any) -> Any:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from .apiqueue import run_cli
+    from ..apiqueue import run_cli
 
     return run_cli(args)
 
@@ -320,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-progress", action="store_true", help="no progress bars")
     gen.set_defaults(run=_generate)
 
-    from .apiqueue import add_arguments as add_queue_arguments
-    from .cli_tools import add_tool_commands
+    from ..apiqueue import add_arguments as add_queue_arguments
+    from .tools import add_tool_commands
 
     add_tool_commands(sub)
 

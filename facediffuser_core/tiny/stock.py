@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .ldm import LDM_PREFIX, unet_to_ldm
-from .tiny import SD15_TEXT, SD15_TOKENS, _weights
+from ..weights.ldm import LDM_PREFIX, unet_to_ldm
+from .diffusion import SD15_TEXT, SD15_TOKENS, _weights
 
 STOCK_UNET = {
     "sample_size": 64,
@@ -98,7 +98,7 @@ def stock_sd15_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def write_stock_sd15_checkpoint(path: str | os.PathLike, seed: int = 0) -> Path:
     """Write ``stock_sd15_state_dict`` as a .safetensors checkpoint (about 300 MB)."""
-    from .files import save_safetensors
+    from ..files import save_safetensors
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
