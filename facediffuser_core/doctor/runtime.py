@@ -16,7 +16,9 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import FAIL, OK, WARN, Check, Environment, _one_line, _pip, _quote, _version_tuple
+from .fixes import _pip, _quote, _version_tuple
+from .probes import _one_line
+from .report import FAIL, OK, WARN, Check, Environment
 
 PACKAGES_SECTION = "Pack dependencies"
 WHERE_SECTION = "Where this runs"
