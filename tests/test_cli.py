@@ -133,7 +133,7 @@ def test_bad_input_is_one_clear_line(home, tiny_set, capsys, extra, message):
 
 
 def test_convert_and_tiny_commands(tmp_path, tiny_set, capsys):
-    from facediffuser_core.weights.checkpoints import read_state_dict
+    from facediffuser_core.weights.reading import read_state_dict
 
     code, stdout, _ = run_cli(
         ["convert", tiny_set.sdm_bin, tmp_path / "set", "--no-progress"], capsys

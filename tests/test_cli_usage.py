@@ -140,7 +140,7 @@ def test_png_given_to_convert(home, capsys):
 
 def test_html_page_saved_as_the_model(tmp_path):
     from facediffuser_core.errors import CheckpointError
-    from facediffuser_core.weights.checkpoints import read_state_dict
+    from facediffuser_core.weights.reading import read_state_dict
 
     page = tmp_path / "pytorch_model.bin"
     page.write_text("<!DOCTYPE html><html><body>Access denied</body></html>")

@@ -170,7 +170,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import torch
 
-    from ..weights.checkpoints import convert
+    from ..weights.conversion import convert
     from ..weights.modelfiles import check_model_location
 
     check_model_location(args.source, "source")

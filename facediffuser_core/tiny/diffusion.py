@@ -269,7 +269,7 @@ def write_tiny_set(
     tokenizer folder (SD1.5's own tokenizer applies) and no converted sets.
     """
     from ..subject.text import write_tiny_tokenizer
-    from ..weights.checkpoints import convert
+    from ..weights.conversion import convert
 
     root = Path(out_dir)
     models = root.joinpath(*COMFYUI_MODEL_FOLDER) if comfyui else root

@@ -1,17 +1,15 @@
-"""Reading the Face-diffuser weights safely, and converting them to a safetensors set.
+"""The Face-diffuser checkpoint's parts: which keys belong to which model, their canonical
+layout, key checks, and loading a published file or a converted set as parts.
 
-The published SDM/TDM files are pickled ``pytorch_model.bin`` state dicts of a whole training
-module. They are only ever opened with ``torch.load(weights_only=True)``; anything that would
-need arbitrary unpickling is refused without running it. ``convert`` writes them once as a
+The published SDM/TDM files are pickled ``pytorch_model.bin`` state dicts of a whole
+training module (read by :mod:`.reading`); :mod:`.conversion` writes them once as a
 "converted set" of safetensors files in the layouts ComfyUI's stock loaders read.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,15 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..files import not_weights_reason, save_safetensors
+from .reading import (
+    _HF_HINT,
+    StateDict,
+    _is_safetensors,
+    _names,
+    read_safetensors_metadata,
+    read_state_dict,
+    refuse_non_weights,
+)
 
 PART_PREFIXES = {
     "unet.": "unet",
@@ -38,134 +44,6 @@ PART_FILES = {
 SUBJECT_PARTS = ("image_encoder", "postfuse")
 FORMAT_VERSION = "1"
 PUBLISHED_NAMES = ("pytorch_model.bin", "pytorch_model.safetensors", "model.safetensors")
-_TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_HF_HINT = "download it again from the CodeGoat24/Face-diffuser repository on the Hugging Face hub"
-
-StateDict = dict[str, torch.Tensor]
-
-
-def _names(keys: Iterable[str], limit: int = 10) -> str:
-    keys = list(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _is_safetensors(path: Path) -> bool:
-    if path.suffix == ".safetensors":
-        return True
-    if path.suffix in _TORCH_SUFFIXES:
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-    except OSError:
-        return False
-    return len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK")
-
-
-def refuse_non_weights(path: str | os.PathLike, what: str = "model file") -> None:
-    """CheckpointError when ``path`` is recognisably not a weights file."""
-    reason = not_weights_reason(path)
-    if reason:
-        raise CheckpointError(
-            f"{path} is {reason}, not a {what}: give the SDM/ or TDM/ pytorch_model.bin of "
-            "CodeGoat24/Face-diffuser (or its folder, or a converted set)"
-        )
-
-
-def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors file ({} if none); CheckpointError if unreadable."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return dict(f.metadata() or {})
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} is truncated or not a safetensors file ({exc}): convert or download it again"
-        ) from exc
-
-
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} is truncated or not a safetensors file ({type(exc).__name__}: {exc}): "
-            "re-run the converter or download the file again"
-        ) from exc
-
-
-def _read_torch(path: Path) -> Any:
-    def load(mmap: bool) -> Any:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-
-    try:
-        try:
-            return load(mmap=True)
-        except RuntimeError as exc:
-            # mmap only works for the zip format; old-style (legacy) files load without it
-            if "mmap" not in str(exc).lower():
-                raise
-            return load(mmap=False)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found:
-            what = f" (it references {found.group(1)})"
-            raise CheckpointError(
-                f"{path} holds pickled Python objects{what}, refused without running them: only "
-                "tensors, numbers and containers are loaded. Use the state-dict file published "
-                "with the model, or a safetensors file"
-            ) from None
-        raise CheckpointError(
-            f"{path} is truncated or corrupt (not a readable PyTorch weights file): {_HF_HINT}"
-        ) from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # any parse failure of the bytes means a damaged file
-        first = (str(exc).splitlines() or [""])[0][:200]
-        raise CheckpointError(
-            f"{path} is truncated or corrupt ({type(exc).__name__}: {first}): {_HF_HINT}"
-        ) from exc
-
-
-def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """Read a state dict from .bin/.pt/.pth/.ckpt (weights only) or .safetensors, on the CPU.
-
-    Unwraps a top-level ``state_dict``/``module`` entry. CheckpointError for missing, truncated,
-    corrupt or pickle-carrying files and for non-tensor values.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(
-            f"checkpoint file {p} does not exist: check the path (for the published models, "
-            "download SDM/pytorch_model.bin and TDM/pytorch_model.bin from "
-            "CodeGoat24/Face-diffuser)"
-        )
-    refuse_non_weights(p)
-    obj: Any = _read_safetensors(p) if _is_safetensors(p) else _read_torch(p)
-    for wrapper in ("state_dict", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict):
-        raise CheckpointError(
-            f"{p} holds a {type(obj).__name__}, not a state dict of named tensors: "
-            "pass a model state-dict file"
-        )
-    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
-    if bad:
-        raise CheckpointError(
-            f"{p} holds entries that are not tensors ({_names(bad)}): pass a plain state dict "
-            "of tensors (the published pytorch_model.bin or a converted set)"
-        )
-    return obj
-
-
 # --------------------------------------------------------------------------- parts
 
 
@@ -380,96 +258,3 @@ def load_parts(path: str | os.PathLike) -> CheckpointParts:
     sd = read_state_dict(p)
     parts = {k: canonicalize_part(k, v) for k, v in split_published(sd).items()}
     return CheckpointParts(kind=_kind_of(parts, p), parts=parts, source=str(p))
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def _file_layout(part: str, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if part == "unet":
-        from .configs import unet_config_from_diffusers
-        from .ldm import unet_to_ldm
-
-        return unet_to_ldm(sd, unet_config_from_diffusers(sd))
-    if part == "text_encoder":
-        return {f"text_model.{k}": v for k, v in sd.items()}
-    return dict(sd)
-
-
-def _prepare(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Cast floating tensors, make every tensor contiguous and own its memory."""
-    out = {}
-    seen: set[int] = set()
-    for k, t in sd.items():
-        t = t.detach()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        t = t.contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[k] = t
-    return out
-
-
-_atomic_save = save_safetensors
-
-
-def convert(
-    src: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    dtype: torch.dtype | None = None,
-    progress: bool = True,
-    replace: bool = False,
-) -> dict[str, Path]:
-    """Convert a published SDM/TDM (or a converted set) into a converted set in ``out_dir``.
-
-    Writes unet.safetensors (LDM layout), vae.safetensors (diffusers), text_encoder.safetensors
-    (``text_model.`` keys), and for an SDM image_encoder.safetensors and postfuse.safetensors.
-    Each file is written atomically (temporary file + rename). An earlier converted set in
-    ``out_dir`` is replaced only with ``replace=True`` (the CLI's ``--force``); any other file
-    in the way is always refused. Files get ordinary permissions (0666 minus the umask).
-    ``dtype`` casts floating tensors only. Returns {part: path}.
-    """
-    from tqdm.auto import tqdm
-
-    loaded = load_parts(src)
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise CheckpointError(f"output {out} exists and is not a folder: choose a folder path")
-    out.mkdir(parents=True, exist_ok=True)
-    # Files we are about to replace (or that would be stale) must be our own earlier output:
-    # nothing the user put there is overwritten. Checked for every file before writing any.
-    for name in PART_FILES.values():
-        existing = out / name
-        if existing.is_file() and "facediffuser_part" not in read_safetensors_metadata(existing):
-            raise CheckpointError(
-                f"{existing} exists and was not written by this converter: it is not "
-                "overwritten; choose an empty folder for the converted set"
-            )
-    ours = [name for name in PART_FILES.values() if (out / name).is_file()]
-    if ours and not replace:
-        raise CheckpointError(
-            f"{out} already holds a converted set ({', '.join(ours)}): add --force to replace "
-            "it, or choose another folder"
-        )
-    # a stale SDM-only file left from an earlier conversion would turn a TDM set into an SDM one
-    for part in SUBJECT_PARTS:
-        stale = out / PART_FILES[part]
-        if part not in loaded.parts and stale.is_file():
-            stale.unlink()
-    written: dict[str, Path] = {}
-    names = [p for p in PART_FILES if p in loaded.parts]
-    for part in tqdm(names, desc="converting", unit="part", disable=not progress):
-        tensors = _prepare(_file_layout(part, loaded.parts[part]), dtype)
-        metadata = {
-            "facediffuser_part": part,
-            "facediffuser_kind": loaded.kind,
-            "facediffuser_format": FORMAT_VERSION,
-        }
-        target = out / PART_FILES[part]
-        _atomic_save(tensors, target, metadata)
-        written[part] = target
-    return written
