@@ -36,6 +36,7 @@ from .client import (
     fetch_object_info,
     normalize_url,
 )
+from .dispatch import QueueRunner
 from .errors import PromptRejected, QueueError, ServerUnreachable
 from .graph import (
     CONTROL_VALUES,
@@ -61,8 +62,7 @@ from .graph import (
     server_problems,
     ui_to_api,
 )
-from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
-from .runner import (
+from .jobs import (
     MARKER,
     ONE_PERSON,
     QUEUE_CHECK_S,
@@ -70,13 +70,11 @@ from .runner import (
     WORKFLOW_DIR,
     QueueOptions,
     QueueResult,
-    QueueRunner,
     Workflow,
-    run_queue,
-    shipped_workflow,
-    summary,
     upload_name,
 )
+from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
+from .runner import run_queue, shipped_workflow, summary
 
 __all__ = [
     "ALIASES",

@@ -8,7 +8,8 @@ from pathlib import Path
 from .batch import _convert, make_item, read_batch
 from .client import DEFAULT_SERVER
 from .errors import QueueError
-from .runner import QueueOptions, run_queue, summary
+from .jobs import QueueOptions
+from .runner import run_queue, summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
