@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import FaceDiffuserError
 from .errors import QueueError
-from .graph import MAX_PEOPLE, SETTING_KEYS
+from .graph import MAX_PEOPLE
+from .settings import SETTING_KEYS
 
 INT_KEYS = ("seed", "steps", "width", "height", "batch_size")
 FLOAT_KEYS = ("cfg", "scene_end", "fusion_end")

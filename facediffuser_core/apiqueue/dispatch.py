@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import DEFAULT_SERVER, _Listener, normalize_url
+from .client import DEFAULT_SERVER, normalize_url
 from .errors import QueueError, ServerUnreachable
 from .jobs import QueueOptions, QueueResult, _Job, _sha
 from .manifest import Manifest, _now
 from .server import _Server
+from .websocket import _Listener
 
 
 class QueueRunner:

@@ -17,14 +17,7 @@ from .batch import BatchItem, regroup
 from .client import fetch_object_info
 from .dispatch import QueueRunner
 from .errors import QueueError, ServerUnreachable
-from .graph import (
-    VIRTUAL_NODES,
-    apply_settings,
-    check_graph,
-    is_ui_workflow,
-    load_workflow,
-    ui_to_api,
-)
+from .graph import VIRTUAL_NODES, is_ui_workflow, load_workflow, ui_to_api
 from .jobs import (
     MARKER,
     ONE_PERSON,
@@ -38,6 +31,7 @@ from .jobs import (
 )
 from .manifest import MANIFEST
 from .server import _Server
+from .settings import apply_settings, check_graph
 
 # =========================================================================== planning
 

@@ -13,16 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .batch import regroup
-from .client import ComfyClient, _Listener, fetch_object_info
+from .client import ComfyClient, fetch_object_info
 from .errors import PromptRejected, QueueError, ServerUnreachable
-from .graph import (
-    apply_settings,
-    describe_execution_error,
-    graph_settings,
-    is_server_problem,
-    server_problems,
-)
+from .graph import is_server_problem, server_problems
 from .manifest import _now, atomic_write
+from .rejections import describe_execution_error
+from .settings import apply_settings, graph_settings
+from .websocket import _Listener
 
 if TYPE_CHECKING:
     from .dispatch import QueueRunner
