@@ -30,6 +30,8 @@ of ComfyUI, built on the engine's torch-free prompt parsing; the engine never im
 
 from __future__ import annotations
 
+from ..subject.prompt import MARKER
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .batch import ALIASES, COLUMNS, FLOAT_KEYS, INT_KEYS, BatchItem, make_item, read_batch
 from .cli import add_arguments, run_cli
 from .client import DEFAULT_SERVER, USER_AGENT, ComfyClient, fetch_object_info, normalize_url
@@ -37,7 +39,6 @@ from .dispatch import QueueRunner
 from .errors import PromptRejected, QueueError, ServerUnreachable
 from .graph import (
     CONTROL_VALUES,
-    MAX_PEOPLE,
     MODEL_INPUTS,
     SAMPLERS,
     TARGETS,
@@ -52,7 +53,6 @@ from .graph import (
     ui_to_api,
 )
 from .jobs import (
-    MARKER,
     ONE_PERSON,
     QUEUE_CHECK_S,
     TWO_PEOPLE,

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceDiffuserError
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
-from .graph import MAX_PEOPLE
 from .settings import SETTING_KEYS
 
 INT_KEYS = ("seed", "steps", "width", "height", "batch_size")

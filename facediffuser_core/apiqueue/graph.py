@@ -13,10 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..catalog import HF_REPO
 from .errors import QueueError
-
-MAX_PEOPLE = 4
-
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -262,7 +260,7 @@ def _missing_hint(class_type: str, name: str) -> str:
     if class_type.startswith("FaceDiffuserLoad"):
         return (
             "put the model under ComfyUI/models/facediffuser/ there (Hugging Face "
-            "CodeGoat24/Face-diffuser, folders SDM/ and TDM/) and restart ComfyUI"
+            f"{HF_REPO}, folders SDM/ and TDM/) and restart ComfyUI"
         )
     if class_type == "FaceDiffuserFaceAnalysisLoader":
         return "unzip the insightface pack into ComfyUI/models/insightface/models/ there"

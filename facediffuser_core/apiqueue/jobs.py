@@ -15,7 +15,6 @@ from .client import DEFAULT_SERVER
 WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "workflows" / "api"
 ONE_PERSON = "facediffuser_one_person.json"
 TWO_PEOPLE = "facediffuser_two_people.json"
-MARKER = "<|image|>"
 QUEUE_CHECK_S = 5.0  # how often a running prompt is looked for in /queue (lost by a restart?)
 
 

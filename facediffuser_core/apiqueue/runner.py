@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..subject.prompt import MARKER
 from .batch import BatchItem, regroup
 from .client import fetch_object_info
 from .dispatch import QueueRunner
 from .errors import QueueError, ServerUnreachable
 from .graph import VIRTUAL_NODES, is_ui_workflow, load_workflow, ui_to_api
 from .jobs import (
-    MARKER,
     ONE_PERSON,
     TWO_PEOPLE,
     WORKFLOW_DIR,

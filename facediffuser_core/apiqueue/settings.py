@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FaceDiffuserError
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
-from .graph import MAX_PEOPLE, SAMPLERS, TARGETS, _is_link, _node_label
+from .graph import SAMPLERS, TARGETS, _is_link, _node_label
 from .photos import PHOTO_BATCH, add_photos
 
 # ------------------------------------------------------------------ overrides by meaning

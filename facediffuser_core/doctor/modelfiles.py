@@ -9,27 +9,34 @@ import shlex
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .fixes import _files_size, _quote, _shown, _size
-from .probes import _one_line
-from .report import (
-    BUFFALO_URL,
+from ..catalog import (
     FACE_FOLDER,
     FACE_PACKS,
-    FAIL,
     HF_REPO,
     HF_URL,
     MODEL_FOLDER,
+    MODEL_PARTS,
+    PART_FILES,
+    SUBJECT_PARTS,
+    face_pack_url,
+)
+from .fixes import _files_size, _quote, _shown, _size
+from .probes import _one_line
+from .report import (
+    FAIL,
     OK,
     PARTIAL_SUFFIXES,
     PUBLISHED_SIZES,
-    SDM_SET_PARTS,
     SECTIONS,
-    SET_PARTS,
     SMALL_MODEL_BYTES,
     WARN,
     Check,
     Environment,
 )
+
+SET_PARTS = tuple(PART_FILES[p] for p in MODEL_PARTS)
+SDM_SET_PARTS = tuple(PART_FILES[p] for p in SUBJECT_PARTS)
+BUFFALO_URL = face_pack_url("buffalo_l")
 
 # --------------------------------------------------------------------------- model files
 

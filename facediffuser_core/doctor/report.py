@@ -20,21 +20,10 @@ ORT_DISTRIBUTIONS = (
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 
-MODEL_FOLDER = "facediffuser"
-HF_REPO = "CodeGoat24/Face-diffuser"
-HF_URL = f"https://huggingface.co/{HF_REPO}/tree/main"
 SMALL_MODEL_BYTES = 100_000_000
 PUBLISHED_SIZES = {"SDM": "4.5 GB", "TDM": "3.9 GB"}
-SET_PARTS = ("unet.safetensors", "vae.safetensors", "text_encoder.safetensors")
-SDM_SET_PARTS = ("image_encoder.safetensors", "postfuse.safetensors")
 PARTIAL_SUFFIXES = (".part", ".crdownload", ".incomplete", ".partial", ".download")
 
-FACE_FOLDER = "insightface"
-FACE_PACKS = {  # pack -> the files FaceAnalysis needs from it
-    "buffalo_l": {"detector": "det_10g.onnx", "recognition": "w600k_r50.onnx"},
-    "antelopev2": {"detector": "scrfd_10g_bnkps.onnx", "recognition": "glintr100.onnx"},
-}
-BUFFALO_URL = "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
 
 PIP_NAMES = {"cv2": "opencv-python", "skimage": "scikit-image", "sklearn": "scikit-learn"}
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..catalog import MODEL_FOLDER
+
 TEXT_WIDTH = 64
 TINY_UNET = {
     "sample_size": 64,
@@ -242,7 +244,7 @@ def _portrait(index: int, size: tuple[int, int] = (96, 128)):
     return img
 
 
-COMFYUI_MODEL_FOLDER = ("models", "facediffuser")
+COMFYUI_MODEL_FOLDER = ("models", MODEL_FOLDER)
 COMFYUI_REFERENCES = ("facediffuser_person_1.png", "facediffuser_person_2.png")
 
 

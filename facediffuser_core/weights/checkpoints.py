@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..catalog import HF_REPO, PART_FILES, PUBLISHED_NAMES, SUBJECT_PARTS  # noqa: F401
 from ..errors import CheckpointError
 from .reading import (
     _HF_HINT,
@@ -34,16 +35,7 @@ PART_PREFIXES = {
     "image_encoder.": "image_encoder",
     "postfuse_module.": "postfuse",
 }
-PART_FILES = {
-    "unet": "unet.safetensors",
-    "vae": "vae.safetensors",
-    "text_encoder": "text_encoder.safetensors",
-    "image_encoder": "image_encoder.safetensors",
-    "postfuse": "postfuse.safetensors",
-}
-SUBJECT_PARTS = ("image_encoder", "postfuse")
 FORMAT_VERSION = "1"
-PUBLISHED_NAMES = ("pytorch_model.bin", "pytorch_model.safetensors", "model.safetensors")
 # --------------------------------------------------------------------------- parts
 
 
@@ -62,7 +54,7 @@ def split_published(sd: Mapping[str, torch.Tensor]) -> dict[str, StateDict]:
         raise CheckpointError(
             f"the checkpoint has {len(foreign)} keys outside the Face-diffuser parts "
             f"({', '.join(PART_PREFIXES)}): {_names(foreign)}. Pass the SDM or TDM "
-            "pytorch_model.bin of CodeGoat24/Face-diffuser (or a set made by the converter)"
+            f"pytorch_model.bin of {HF_REPO} (or a set made by the converter)"
         )
     return parts
 
@@ -243,7 +235,7 @@ def load_parts(path: str | os.PathLike) -> CheckpointParts:
             raise CheckpointError(
                 f"{p} holds neither a converted set (unet.safetensors, vae.safetensors, ...) nor "
                 f"a published {PUBLISHED_NAMES[0]}: point to the SDM/ or TDM/ folder of "
-                "CodeGoat24/Face-diffuser or to a folder written by the converter"
+                f"{HF_REPO} or to a folder written by the converter"
             )
         p = published
     if p.is_file():

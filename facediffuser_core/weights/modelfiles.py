@@ -13,16 +13,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
+from ..catalog import DOWNLOAD_HINT, HF_REPO, PART_FILES, PUBLISHED_NAMES  # noqa: F401
 from ..errors import CheckpointError
 from ..files import not_weights_reason
-from .checkpoints import PART_FILES, PUBLISHED_NAMES
 
 MODEL_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth", ".ckpt")
 SET_MARKER = PART_FILES["unet"]  # a folder holding this file is a converted set
-DOWNLOAD_HINT = (
-    "download SDM/pytorch_model.bin and TDM/pytorch_model.bin from the Hugging Face repository "
-    "CodeGoat24/Face-diffuser (https://huggingface.co/CodeGoat24/Face-diffuser)"
-)
 
 
 def model_entries(relative_files: Iterable[str]) -> list[str]:
@@ -153,7 +149,7 @@ def check_model_location(path: str | os.PathLike, option: str = "model") -> Path
     if not p.exists():
         raise CheckpointError(
             f"{option} {p} does not exist: download SDM/ and TDM/ from the Hugging Face repo "
-            "CodeGoat24/Face-diffuser (or convert them with 'facediffuser convert')"
+            f"{HF_REPO} (or convert them with 'facediffuser convert')"
         )
     if p.is_dir():
         if (p / PART_FILES["unet"]).is_file() or any((p / n).is_file() for n in PUBLISHED_NAMES):
@@ -161,13 +157,13 @@ def check_model_location(path: str | os.PathLike, option: str = "model") -> Path
         raise CheckpointError(
             f"{option} {p} is a folder with no model in it (neither {PUBLISHED_NAMES[0]} nor a "
             "converted set's unet.safetensors): point to the SDM/ or TDM/ folder of "
-            "CodeGoat24/Face-diffuser, the .bin inside it, or a folder written by "
+            f"{HF_REPO}, the .bin inside it, or a folder written by "
             "'facediffuser convert'"
         )
     reason = not_weights_reason(p)
     if reason:
         raise CheckpointError(
             f"{option} {p} is {reason}, not a model file: give the SDM/ or TDM/ "
-            "pytorch_model.bin of CodeGoat24/Face-diffuser (or its folder, or a converted set)"
+            f"pytorch_model.bin of {HF_REPO} (or its folder, or a converted set)"
         )
     return p

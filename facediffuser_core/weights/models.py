@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..catalog import HF_REPO
 from ..errors import CheckpointError, ModelError
 from .checkpoints import CheckpointParts, check_keys, load_parts
 from .configs import text_config, unet_config_from_diffusers, vae_config, vision_config
@@ -75,7 +76,7 @@ def part_factory(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Ca
         raise CheckpointError(
             f"the {part} weights{where} are incomplete or damaged: their architecture cannot be "
             f"read from them ({why}); download the file again (Hugging Face repository "
-            "CodeGoat24/Face-diffuser) or re-run the converter"
+            f"{HF_REPO}) or re-run the converter"
         ) from exc
     raise ModelError(f"internal error: no module for checkpoint part {part!r}")
 

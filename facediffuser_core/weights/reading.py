@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 
+from ..catalog import HF_REPO
 from ..errors import CheckpointError
 from ..files import not_weights_reason
 
 _TORCH_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_HF_HINT = "download it again from the CodeGoat24/Face-diffuser repository on the Hugging Face hub"
+_HF_HINT = f"download it again from the {HF_REPO} repository on the Hugging Face hub"
 
 StateDict = dict[str, torch.Tensor]
 
@@ -50,7 +51,7 @@ def refuse_non_weights(path: str | os.PathLike, what: str = "model file") -> Non
     if reason:
         raise CheckpointError(
             f"{path} is {reason}, not a {what}: give the SDM/ or TDM/ pytorch_model.bin of "
-            "CodeGoat24/Face-diffuser (or its folder, or a converted set)"
+            f"{HF_REPO} (or its folder, or a converted set)"
         )
 
 
@@ -123,7 +124,7 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         raise CheckpointError(
             f"checkpoint file {p} does not exist: check the path (for the published models, "
             "download SDM/pytorch_model.bin and TDM/pytorch_model.bin from "
-            "CodeGoat24/Face-diffuser)"
+            f"{HF_REPO})"
         )
     refuse_non_weights(p)
     obj: Any = _read_safetensors(p) if _is_safetensors(p) else _read_torch(p)
