@@ -606,3 +606,34 @@ def test_subject_encoder_and_clip_must_share_their_sdm(host, caplog):
         prov.check_wiring(
             cond(0.0), _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject"), sdm=model
         )
+
+
+def test_the_queue_sees_the_nodes_as_they_are_defined(host):
+    """Every (node, input) the queue writes exists on the node with the queue's range: a
+    renamed input or a changed limit breaks this test, not a user's batch."""
+    from facediffuser_core.apiqueue.batch import _convert
+    from facediffuser_core.apiqueue.graph import SAMPLERS, TARGETS
+    from facediffuser_core.ranges import NUMBERS
+
+    mappings = host.pack.NODE_CLASS_MAPPINGS
+    for sampler in SAMPLERS:
+        assert sampler in mappings, sampler
+    checked = 0
+    for setting, targets in TARGETS.items():
+        for class_type, name in targets:
+            if not class_type.startswith("FaceDiffuser"):
+                continue  # stock ComfyUI nodes: checked against /object_info at run time
+            spec = mappings[class_type].INPUT_TYPES()
+            inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+            assert name in inputs, f"{class_type} has no input {name!r} (queue setting {setting})"
+            options = inputs[name][1] if len(inputs[name]) > 1 else {}
+            if setting in NUMBERS:
+                low, high = options["min"], options["max"]
+                assert (low, high) == (NUMBERS[setting]["min"], NUMBERS[setting]["max"])
+                assert _convert(setting, high, Path(".")) == high
+                with pytest.raises(ValueError, match=setting):
+                    _convert(setting, high + 1, Path("."))
+                with pytest.raises(ValueError, match=setting):
+                    _convert(setting, low - 1, Path("."))
+                checked += 1
+    assert checked >= 6  # seed, steps, cfg x2, scene_end x2, fusion_end x2
