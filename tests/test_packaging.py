@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_wheel_lists_every_core_package():
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "facediffuser_core").rglob("__init__.py")
     }
-    assert found == listed
+    data_only = {"facediffuser_core.workflows"}  # workflows/, mapped by package-dir
+    assert found == listed - data_only
+    assert config["tool"]["setuptools"]["package-dir"]["facediffuser_core.workflows"] == "workflows"
 
 
 def test_requirements_leave_torch_alone():
@@ -175,3 +178,69 @@ def test_public_api_import_paths():
         assert callable(getattr(snf, name)), name
     assert stages.stage_for_step(0, 0, 1) is stages.Stage.SCENE
     assert stages.stage_for_step(1, 0, 1) is stages.Stage.FUSION
+
+
+def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
+    """`pip install .` (not editable): the queue's default workflows come with the package."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    source = tmp_path / "src"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if name.startswith(("tests/", "docs/", "benchmarks/")) or not (ROOT / name).is_file():
+            continue
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if built.returncode and "No module named pip" in built.stderr:
+        pytest.skip("pip is not available")
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(site)
+    for workflow in ("facediffuser_one_person.json", "facediffuser_two_people.json"):
+        assert f"facediffuser_core/workflows/api/{workflow}" in names
+    assert "facediffuser_core/workflows/quick/facediffuser_one_person.json" in names
+    code = (
+        "from facediffuser_core.apiqueue.runner import shipped_workflow;"
+        "print(shipped_workflow(1)); print(shipped_workflow(2))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    for line in run.stdout.split():
+        assert Path(line).is_relative_to(site), line

@@ -12,7 +12,19 @@ from pathlib import Path
 from .batch import BatchItem
 from .client import DEFAULT_SERVER
 
-WORKFLOW_DIR = Path(__file__).resolve().parents[2] / "workflows" / "api"
+
+def _workflow_dir() -> Path:
+    """The shipped API workflows: ``facediffuser_core/workflows/api`` in an installed wheel
+    (package data, see pyproject.toml), ``workflows/api`` beside the package in a checkout
+    (a git clone in ``custom_nodes/``, an editable install)."""
+    core = Path(__file__).resolve().parents[1]
+    for folder in (core / "workflows" / "api", core.parent / "workflows" / "api"):
+        if folder.is_dir():
+            return folder
+    return core.parent / "workflows" / "api"
+
+
+WORKFLOW_DIR = _workflow_dir()
 ONE_PERSON = "facediffuser_one_person.json"
 TWO_PEOPLE = "facediffuser_two_people.json"
 QUEUE_CHECK_S = 5.0  # how often a running prompt is looked for in /queue (lost by a restart?)
