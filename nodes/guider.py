@@ -20,6 +20,7 @@ import torch
 
 from ..facediffuser_core.engine.regions import region_for_latents
 from ..facediffuser_core.engine.sampling import StepRecord
+from ..facediffuser_core.engine.sigmas import SigmaSteps
 from ..facediffuser_core.engine.snf import (
     PAPER_FUSION,
     FusionSettings,
@@ -27,12 +28,7 @@ from ..facediffuser_core.engine.snf import (
     denoised_response,
 )
 from ..facediffuser_core.engine.snf import fuse_with_saliency as fuse
-from ..facediffuser_core.engine.stages import (
-    SigmaSteps,
-    Stage,
-    boundaries_for_steps,
-    stage_for_step,
-)
+from ..facediffuser_core.engine.stages import Stage, boundaries_for_steps, stage_for_step
 from ..facediffuser_core.errors import InputError, ModelError
 from .provenance import check_wiring
 

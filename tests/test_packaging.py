@@ -244,3 +244,18 @@ def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
     assert run.returncode == 0, run.stderr
     for line in run.stdout.split():
         assert Path(line).is_relative_to(site), line
+
+
+def test_the_queue_client_needs_no_torch():
+    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch."""
+    import subprocess
+
+    code = (
+        "import sys, facediffuser_core.apiqueue, facediffuser_core.apiqueue.cli;"
+        "print(sorted(m for m in ('torch', 'numpy', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,8 @@ import torch
 
 from facediffuser_core.engine.presets import PRESETS, get_preset
 from facediffuser_core.engine.schedulers import make_scheduler
-from facediffuser_core.engine.stages import Stage, stage_entries
+from facediffuser_core.engine.sigmas import stage_entries
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.errors import InputError
 from facediffuser_core.pipeline import GenerateSettings
 from tests.test_sampling import FakeEps, run

@@ -5,14 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from facediffuser_core.engine.sigmas import step_index_for_sigma, step_indices
 from facediffuser_core.engine.stages import (
     Stage,
     boundaries_for_steps,
     boundary_fractions,
     stage_counts,
     stage_for_step,
-    step_index_for_sigma,
-    step_indices,
 )
 from facediffuser_core.errors import InputError
 

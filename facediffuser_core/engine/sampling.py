@@ -18,8 +18,9 @@ import torch
 
 from ..errors import InputError, ModelError
 from .overlap import ConcurrentPair
+from .sigmas import step_indices
 from .snf import PAPER_FUSION, FusionSettings, check_region, fuse_with_saliency
-from .stages import Stage, stage_for_step, step_indices, validate_boundaries
+from .stages import Stage, stage_for_step, validate_boundaries
 
 
 class EpsModel(Protocol):
