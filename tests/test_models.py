@@ -213,3 +213,22 @@ def test_incomplete_sdm_parts_are_refused(tiny_set):
     del parts.parts["postfuse"]
     with pytest.raises(CheckpointError, match="lacks postfuse"):
         build_models(parts)
+
+
+def test_each_part_config_is_inferred_once_per_load(tiny_set, monkeypatch):
+    """Reading an architecture from the weights walks every key: once per part per load."""
+    from facediffuser_core.weights import models
+
+    calls: dict[str, int] = {}
+
+    def counting(part, infer):
+        def wrapped(sd):
+            calls[part] = calls.get(part, 0) + 1
+            return infer(sd)
+
+        return wrapped
+
+    for part, infer in list(models._INFER.items()):
+        monkeypatch.setitem(models._INFER, part, counting(part, infer))
+    load_models(tiny_set.sdm_converted)
+    assert calls == dict.fromkeys(("unet", "vae", "text_encoder", "image_encoder", "postfuse"), 1)

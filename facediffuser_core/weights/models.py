@@ -37,39 +37,21 @@ class FaceDiffuserModels:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def part_factory(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Callable[[], Any]:
-    """The module a part's weights describe (architecture read from the weights alone).
+_INFER = {
+    "unet": unet_config_from_diffusers,
+    "vae": vae_config,
+    "text_encoder": text_config,
+    "image_encoder": vision_config,
+    "postfuse": lambda sd: int(sd["layer_norm.weight"].shape[0]),
+}
 
-    One home for "which module holds which part": the CLI builds these modules, and the
-    ComfyUI loaders check their files against them (:func:`verify_parts`) before building
-    ComfyUI's own.
-    """
-    from ..subject.postfuse import PostfuseModule
 
+def part_config(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Any:
+    """A part's architecture, read from its weights alone; damage named with the fix."""
+    if part not in _INFER:
+        raise ModelError(f"internal error: no module for checkpoint part {part!r}")
     try:
-        if part == "unet":
-            from diffusers import UNet2DConditionModel
-
-            cfg = unet_config_from_diffusers(sd)
-            return lambda: UNet2DConditionModel(**cfg)
-        if part == "vae":
-            from diffusers import AutoencoderKL
-
-            cfg = vae_config(sd)
-            return lambda: AutoencoderKL(**cfg)
-        if part == "text_encoder":
-            from transformers import CLIPTextConfig, CLIPTextModel
-
-            cfg = text_config(sd)
-            return lambda: CLIPTextModel(CLIPTextConfig(**cfg))
-        if part == "image_encoder":
-            from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-            cfg = vision_config(sd)
-            return lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
-        if part == "postfuse":
-            dim = int(sd["layer_norm.weight"].shape[0])
-            return lambda: PostfuseModule(dim)
+        return _INFER[part](sd)
     except (CheckpointError, KeyError, IndexError, ValueError, AttributeError) as exc:
         where = f" in {source}" if source else ""
         why = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
@@ -78,7 +60,47 @@ def part_factory(part: str, sd: dict[str, torch.Tensor], source: str = "") -> Ca
             f"read from them ({why}); download the file again (Hugging Face repository "
             f"{HF_REPO}) or re-run the converter"
         ) from exc
-    raise ModelError(f"internal error: no module for checkpoint part {part!r}")
+
+
+def part_configs(parts: CheckpointParts, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The parts' architectures, each inferred once per load (the compatibility check and
+    the build share them)."""
+    return {
+        part: _INFER[part](sd)
+        for part, sd in parts.parts.items()
+        if part in _INFER and (only is None or part in only)
+    }
+
+
+def part_factory(
+    part: str, sd: dict[str, torch.Tensor], source: str = "", config: Any = None
+) -> Callable[[], Any]:
+    """The module a part's weights describe (``config`` from :func:`part_config`, or read).
+
+    One home for "which module holds which part": the CLI builds these modules, and the
+    ComfyUI loaders check their files against them (:func:`verify_parts`) before building
+    ComfyUI's own.
+    """
+    from ..subject.postfuse import PostfuseModule
+
+    cfg = part_config(part, sd, source) if config is None else config
+    if part == "unet":
+        from diffusers import UNet2DConditionModel
+
+        return lambda: UNet2DConditionModel(**cfg)
+    if part == "vae":
+        from diffusers import AutoencoderKL
+
+        return lambda: AutoencoderKL(**cfg)
+    if part == "text_encoder":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        return lambda: CLIPTextModel(CLIPTextConfig(**cfg))
+    if part == "image_encoder":
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        return lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**cfg))
+    return lambda: PostfuseModule(cfg)
 
 
 def verify_parts(parts: CheckpointParts) -> None:
@@ -128,9 +150,9 @@ def _materialise(
     return module
 
 
-def _check_compatible(
-    parts: dict[str, dict[str, torch.Tensor]], unet_cfg, vae_cfg, text_cfg, vision_cfg
-) -> None:
+def _check_compatible(configs: dict[str, Any]) -> None:
+    unet_cfg, vae_cfg = configs["unet"], configs["vae"]
+    text_cfg, vision_cfg = configs.get("text_encoder"), configs.get("image_encoder")
     latent = vae_cfg["latent_channels"]
     for what in ("in_channels", "out_channels"):
         if unet_cfg[what] != latent:
@@ -147,7 +169,7 @@ def _check_compatible(
             "to another model family (e.g. SD2's 1024)"
         )
     if vision_cfg is not None:
-        post = int(parts["postfuse"]["layer_norm.weight"].shape[0])
+        post = configs["postfuse"]
         if post != cross:
             raise ModelError(
                 f"the postfuse module is {post}-d but the UNet cross-attention dimension is "
@@ -182,22 +204,21 @@ def build_models(
             f"the SDM checkpoint lacks {', '.join(missing)} weights: load the complete "
             "SDM/pytorch_model.bin or its converted set"
         )
-    unet_cfg = unet_config_from_diffusers(p["unet"])
-    vae_cfg = vae_config(p["vae"])
-    text_cfg = text_config(p["text_encoder"]) if "text_encoder" in p else None
-    vision_cfg = vision_config(p["image_encoder"]) if is_sdm else None
-    _check_compatible(p, unet_cfg, vae_cfg, text_cfg, vision_cfg)
+    needed = ("unet", "vae", "text_encoder") + (("image_encoder", "postfuse") if is_sdm else ())
+    configs = part_configs(parts, needed)
+    _check_compatible(configs)
 
-    src = parts.source
-    unet = _materialise("unet", part_factory("unet", p["unet"], src), p["unet"], device, dtype, src)
-    vae = _materialise("vae", part_factory("vae", p["vae"], src), p["vae"], device, dtype, src)
-    text_encoder = None
-    if text_cfg is not None:
-        sd = p["text_encoder"]
-        text_encoder = _materialise(
-            "text_encoder", part_factory("text_encoder", sd, src), sd, device, dtype, src
-        )
-    subject_encoder = build_subject_encoder(parts, device=device, dtype=dtype) if is_sdm else None
+    def build(part: str) -> Any:
+        factory = part_factory(part, p[part], parts.source, configs[part])
+        return _materialise(part, factory, p[part], device, dtype, parts.source)
+
+    unet, vae = build("unet"), build("vae")
+    text_encoder = build("text_encoder") if "text_encoder" in p else None
+    subject_encoder = (
+        build_subject_encoder(parts, device=device, dtype=dtype, configs=configs)
+        if is_sdm
+        else None
+    )
     return FaceDiffuserModels(
         kind=parts.kind,
         unet=unet,
@@ -212,8 +233,10 @@ def build_subject_encoder(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    configs: dict[str, Any] | None = None,
 ) -> Any:
-    """The SDM's :class:`subject.SubjectEncoder` (image tower + post-fusion) from its parts."""
+    """The SDM's :class:`subject.SubjectEncoder` (image tower + post-fusion) from its parts
+    (``configs`` from :func:`part_configs` when the caller has them)."""
     from ..subject.postfuse import SubjectEncoder
 
     p = parts.parts
@@ -223,26 +246,23 @@ def build_subject_encoder(
             f"the checkpoint lacks {' and '.join(missing)} weights, so it is not an SDM: load "
             "the complete SDM/pytorch_model.bin or its converted set"
         )
-    src, image, post = parts.source, p["image_encoder"], p["postfuse"]
-    image_encoder = _materialise(
-        "image_encoder", part_factory("image_encoder", image, src), image, device, dtype, src
+    src, configs = parts.source, configs or {}
+    tower, post = (
+        _materialise(
+            part, part_factory(part, p[part], src, configs.get(part)), p[part], device, dtype, src
+        )
+        for part in ("image_encoder", "postfuse")
     )
-    postfuse = _materialise(
-        "postfuse", part_factory("postfuse", post, src), post, device, dtype, src
-    )
-    return SubjectEncoder(image_encoder, postfuse).eval()
+    return SubjectEncoder(tower, post).eval()
 
 
 def check_compatible(parts: CheckpointParts) -> None:
     """ModelError unless the parts fit together as SD1.5 does (channels, widths)."""
-    p = parts.parts
-    _check_compatible(
-        p,
-        unet_config_from_diffusers(p["unet"]),
-        vae_config(p["vae"]),
-        text_config(p["text_encoder"]) if "text_encoder" in p else None,
-        vision_config(p["image_encoder"]) if "image_encoder" in p else None,
-    )
+    parts_present = ("unet", "vae", "text_encoder", "image_encoder")
+    configs = part_configs(parts, parts_present)
+    if "image_encoder" in configs:
+        configs["postfuse"] = _INFER["postfuse"](parts.parts["postfuse"])
+    _check_compatible(configs)
 
 
 def load_models(
