@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import logging
 
+# Served by ComfyUI at /extensions/<this folder>/: the node help panel of the frontend reads
+# web/docs/<NodeId>.md from there. Independent of how the nodes register (V1 or V3).
+WEB_DIRECTORY = "./web"
+
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 

@@ -673,17 +673,26 @@ class IdentityResult:
     mean: float  # over all images and people
 
 
-def _match(embeddings: list[np.ndarray], faces: list[Face]) -> list[tuple[Face, float] | None]:
-    """Greedy one-to-one: repeatedly take the most similar unmatched (person, face) pair."""
+def person_similarity(photos: list[np.ndarray], embedding: np.ndarray) -> float:
+    """A person's identity similarity to one face: the mean ArcFace cosine over the person's
+    photos (one photo: that photo's cosine)."""
+    return float(np.mean([cosine(p, embedding) for p in photos]))
+
+
+def _match(people: list[list[np.ndarray]], faces: list[Face]) -> list[tuple[Face, float] | None]:
+    """Greedy one-to-one: repeatedly take the most similar unmatched (person, face) pair.
+
+    ``people[p]`` holds the embeddings of person p's photos (see :func:`person_similarity`).
+    """
     pairs = sorted(
         (
-            (-cosine(e, f.embedding), p, j)
-            for p, e in enumerate(embeddings)
+            (-person_similarity(photos, f.embedding), p, j)
+            for p, photos in enumerate(people)
             for j, f in enumerate(faces)
             if f.embedding is not None
         ),
     )
-    out: list[tuple[Face, float] | None] = [None] * len(embeddings)
+    out: list[tuple[Face, float] | None] = [None] * len(people)
     used: set[int] = set()
     for neg, p, j in pairs:
         if out[p] is None and j not in used:
@@ -692,14 +701,38 @@ def _match(embeddings: list[np.ndarray], faces: list[Face]) -> list[tuple[Face, 
     return out
 
 
-def identity_scores(
-    analyzer: FaceAnalyzer, references: torch.Tensor, generated: torch.Tensor
-) -> IdentityResult:
-    """ArcFace cosine of each reference person (P, H, W, 3; their largest face) against the
-    faces of each generated image (G, H, W, 3), matched one-to-one (greedy by similarity);
-    a person without a matched face scores 0, as in the literature.
+def _reference_people(references) -> list[list[torch.Tensor]]:
+    """References -> each person's photos. A batch (P, H, W, 3) is one photo per person; a
+    sequence has one entry per person: an image, a batch (N, H, W, 3) of that person's
+    photos, or a list of images."""
+    if isinstance(references, torch.Tensor | np.ndarray):
+        return [[image] for image in _image_list(references, "the reference images")]
+    people = []
+    for entry in _image_list(references, "the reference images"):
+        if isinstance(entry, (list, tuple)):
+            photos = list(entry)
+        elif isinstance(entry, torch.Tensor | np.ndarray) and entry.ndim == 4:
+            photos = list(entry)
+        else:
+            photos = [entry]
+        if not photos:
+            raise InputError(
+                f"reference person {len(people) + 1} has no photo: give at least one image"
+            )
+        people.append(photos)
+    return people
 
-    Either argument may also be a list of (H, W, 3) images of different sizes.
+
+def identity_scores(analyzer: FaceAnalyzer, references, generated: torch.Tensor) -> IdentityResult:
+    """ArcFace identity of each reference person against the faces of each generated image
+    (G, H, W, 3), matched one-to-one (greedy by similarity); a person without a matched face
+    scores 0, as in the literature.
+
+    ``references``: a batch (P, H, W, 3) with one photo per person, or a sequence with one
+    entry per person: an image, or several photos of that person (a batch (N, H, W, 3) or a
+    list). The largest face of each photo is that person; a person with several photos is
+    scored by the mean cosine over their photos (:func:`person_similarity`). ``generated``
+    may also be a list of images of different sizes.
     """
     if not analyzer.has_recognition:
         raise ModelError(
@@ -707,18 +740,24 @@ def identity_scores(
             f"model, so identity cannot be scored: put its ArcFace model in that folder "
             f"({_RECOGNITION_FILES}), e.g. from the full pack: {_source(analyzer.name)}"
         )
-    references = _image_list(references, "the reference images")
+    people = _reference_people(references)
     generated = _image_list(generated, "the generated images")
-    p_count = len(references)
+    p_count = len(people)
     embeddings = []
-    for p in range(p_count):
-        faces = analyzer.detect(_image_hwc(references[p], f"reference image {p + 1}"))
-        if not faces:
-            raise InputError(
-                f"no face found in reference image {p + 1} of {p_count}: use a photo where the "
-                "person's face is clearly visible and large enough (a face crop works best)"
-            )
-        embeddings.append(faces[0].embedding)
+    for p, photos in enumerate(people):
+        person = []
+        for k, photo in enumerate(photos):
+            which = f"reference image {p + 1} of {p_count}"
+            if len(photos) > 1:
+                which += f" (photo {k + 1} of {len(photos)})"
+            faces = analyzer.detect(_image_hwc(photo, which))
+            if not faces:
+                raise InputError(
+                    f"no face found in {which}: use a photo where the person's face is clearly "
+                    "visible and large enough (a face crop works best)"
+                )
+            person.append(faces[0].embedding)
+        embeddings.append(person)
     scores, matches = [], []
     for g in range(len(generated)):
         faces = analyzer.detect(_image_hwc(generated[g], f"generated image {g + 1}"))

@@ -228,6 +228,12 @@ class FaceCrop:
         return (result.crops, result.masks, torch.stack(previews))
 
 
+PERSON_TIP = (
+    "Reference photo(s) of person {i} (the largest face of each); a batch is several photos of "
+    "this person, scored by the mean cosine over them."
+)
+
+
 class IdentitySimilarity:
     """ArcFace cosine between each reference person and the faces in generated images."""
 
@@ -238,25 +244,28 @@ class IdentitySimilarity:
     RETURN_NAMES = ("mean_similarity", "report", "annotated")
     OUTPUT_TOOLTIPS = (
         "Mean identity similarity over people and images (0 for a person with no face found).",
-        "Per image and person: the cosine of the matched face.",
+        "Per image and person: the cosine of the matched face (the mean over the person's "
+        "photos when given several).",
         "Generated images with each matched face boxed and scored.",
     )
     DESCRIPTION = (
         "Identity fidelity as in the literature: faces are matched one-to-one to the reference "
-        "people (greedy by similarity); a person without a matching face scores 0."
+        "people (greedy by similarity); a person without a matching face scores 0. A batch on "
+        "a person input is several photos of that person: the person's similarity to a face "
+        "is the mean ArcFace cosine over their photos."
     )
 
     @classmethod
     def INPUT_TYPES(cls):
         people = {
-            f"person_{i}": ("IMAGE", {"tooltip": f"Reference of person {i} (its largest face)."})
+            f"person_{i}": ("IMAGE", {"tooltip": PERSON_TIP.format(i=i)})
             for i in range(2, MAX_SUBJECTS + 1)
         }
         return {
             "required": {
                 "face_analysis": (FACES_TYPE, {"tooltip": "A pack with a recognition model."}),
                 "generated": ("IMAGE", {"tooltip": "Generated images (a batch is scored each)."}),
-                "person_1": ("IMAGE", {"tooltip": "Reference of person 1 (its largest face)."}),
+                "person_1": ("IMAGE", {"tooltip": PERSON_TIP.format(i=1)}),
             },
             "optional": people,
         }

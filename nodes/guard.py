@@ -89,7 +89,10 @@ def check_inputs(
         if problem:
             return problem
     if own_validator is not None:
-        result = own_validator(**{a: given.get(a) for a in own_args})
+        try:
+            result = own_validator(**{a: given.get(a) for a in own_args})
+        except Exception as exc:  # a validator that raises: its message, not a traceback
+            return _redact(f"{type(exc).__name__}: {exc}")
         if result is not True:
             return _redact(str(result)) if isinstance(result, str) else result
     return True

@@ -1,4 +1,4 @@
-"""The person_1 ... person_4 inputs: one image each, connected in marker order."""
+"""The person_1 ... person_4 inputs: one IMAGE each (a batch = several photos of that person)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,26 @@ import torch
 from ..facediffuser_core.errors import InputError
 
 
-def _one_image(image: torch.Tensor, index: int) -> torch.Tensor:
-    if image.dim() != 4 or image.shape[-1] not in (3, 4):
-        raise InputError(f"person_{index} is not an IMAGE (got shape {tuple(image.shape)})")
-    if image.shape[0] != 1:
+def _photos(image: torch.Tensor, index: int) -> torch.Tensor:
+    """One person input -> (N, H, W, 3): N photos of person ``index`` (alpha dropped)."""
+    if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[-1] not in (3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise InputError(
-            f"person_{index} holds a batch of {image.shape[0]} images: connect exactly one image "
-            "per person input (person_i binds the i-th <|image|> marker)"
+            f"person_{index} is not an IMAGE (got {shape}): connect a Load Image (or an image "
+            "batch of that person's photos)"
         )
-    return image[0, ..., :3]
+    if image.shape[0] < 1:
+        raise InputError(f"person_{index} holds an empty image batch: give at least one photo")
+    return image[..., :3]
 
 
 def people_in_order(*inputs: torch.Tensor | None) -> list[torch.Tensor]:
-    """The connected person images as (H, W, 3), person_1 first; gaps are refused."""
-    people = [None if img is None else _one_image(img, i + 1) for i, img in enumerate(inputs)]
+    """The connected people as (N_i, H, W, 3) photo batches, person_1 first; gaps are refused.
+
+    A batch on one input is several photos of the same person (not several people: person_i
+    always binds the i-th <|image|> marker).
+    """
+    people = [None if img is None else _photos(img, i + 1) for i, img in enumerate(inputs)]
     last = max(i for i, p in enumerate(people) if p is not None)
     gaps = [f"person_{i + 1}" for i in range(last) if people[i] is None]
     if gaps:

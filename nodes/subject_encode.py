@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..facediffuser_core.errors import ModelError
+from ..facediffuser_core.subject.photos import mean_per_person, preprocess_people
 from ..facediffuser_core.subject.prompt import (
     MAX_SUBJECTS,
     chunk_tokens,
@@ -12,15 +13,16 @@ from ..facediffuser_core.subject.prompt import (
     require_subjects,
     tokenize_prompt,
 )
-from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD, preprocess_references
+from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD
 from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
 from .people import people_in_order
 from .types import CATEGORY, SUBJECT_TYPE
 
 PERSON_TIP = (
-    "Reference photo of person {i}: binds the {nth} <|image|> marker of the prompt. "
-    "Face-centred crops work best (the SDM was trained on them)."
+    "Reference photo(s) of person {i}: binds the {nth} <|image|> marker of the prompt. A batch "
+    "is several photos of this person (their embeddings are averaged). Face-centred crops "
+    "work best (the SDM was trained on them)."
 )
 NTH = ("first", "second", "third", "fourth")
 
@@ -45,12 +47,15 @@ class SubjectEncode:
     OUTPUT_TOOLTIPS = (
         "SDM conditioning: the prompt with the reference people fused into the bound words.",
         "The prompt with the markers removed: the TDM's positive and the SDM's unconditional.",
-        "What the image encoder saw: each reference padded to a square and resized.",
+        "What the image encoder saw: every photo of every person, in person order, padded to "
+        "a square and resized.",
     )
     DESCRIPTION = (
         "Write <|image|> right after the word for each person ('a man <|image|> and a woman "
         "<|image|> at the beach'); person_1 binds the first marker, person_2 the second. "
-        "Prompt weighting syntax is not interpreted here."
+        "An image batch on a person input is several photos of that person: the person's "
+        "embedding is the mean of the photos' projected image embeddings, taken before "
+        "post-fusion. Prompt weighting syntax is not interpreted here."
     )
 
     @classmethod
@@ -104,6 +109,10 @@ class SubjectEncode:
     ):
         references = people_in_order(person_1, person_2, person_3, person_4)
         require_subjects(parse_prompt(prompt), len(references))  # before any model work
+        # Several photos per person: every photo is embedded, then averaged per person
+        # before post-fusion (the engine's rule, facediffuser_core.subject.photos).
+        per_person = preprocess_people(references, object_resolution=object_resolution)
+        crops = torch.cat(per_person)
         sdm = provenance.encoder_source(clip, subject_encoder)  # one SDM for both
 
         tokenizer = _hf_tokenizer(clip)
@@ -115,8 +124,7 @@ class SubjectEncode:
         comfy_tokens = {"l": [[(t, 1.0) for t in chunk] for chunk in chunks.chunks]}
         text, pooled = clip.encode_from_tokens(comfy_tokens, return_pooled=True)
 
-        crops = preprocess_references(references, object_resolution=object_resolution)
-        embeds = subject_encoder.embed_images(crops)
+        embeds = mean_per_person(subject_encoder.embed_images(crops), [len(c) for c in per_person])
         subject = subject_encoder.condition(text, chunks.positions, embeds)
 
         mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)

@@ -426,10 +426,46 @@ def test_greedy_matching_is_one_to_one():
     a, b = unit([1, 0, 0]), unit([0, 1, 0])
     x = fc.Face(box=(0, 0, 1, 1), score=1.0, embedding=unit([0.9, 0.8, 0]))  # near a and b
     y = fc.Face(box=(2, 0, 3, 1), score=1.0, embedding=unit([0.2, 0, 1]))  # near neither
-    matched = fc._match([a, b], [x, y])
+    matched = fc._match([[a], [b]], [x, y])
     # a-x is the best pair; b would also prefer x but takes what is left.
     assert matched[0][0] is x and matched[1][0] is y
     assert matched[1][1] == pytest.approx(fc.cosine(b, y.embedding))
+
+
+def test_several_photos_of_a_person_score_the_mean_cosine_over_them(analyzer):
+    # Person 1 has two photos (portrait 0 and its mirror image), person 2 one (portrait 1).
+    generated = side_by_side(portrait(1), portrait(0))[None]
+    mirrored = torch.flip(portrait(0), dims=[1])
+    two = torch.stack([portrait(0), mirrored])
+    photos = [refs_embedding(analyzer, 0), analyzer.detect(mirrored)[0].embedding]
+    for person_1 in (two, [portrait(0), mirrored]):  # a batch or a list of photos
+        result = fc.identity_scores(analyzer, [person_1, portrait(1)], generated)
+        face = result.matches[0][0]
+        assert face.center[0] > 96  # still matched one-to-one: person 1 is the right face
+        cosines = [fc.cosine(e, face.embedding) for e in photos]
+        assert result.scores[0][0] == pytest.approx(np.mean(cosines), abs=1e-9)
+        assert result.scores[0][0] < max(cosines) - 1e-3  # the mean, not the best photo
+        assert result.scores[0][1] > 0.95
+    # One photo per person as a list entry gives the plain score.
+    plain = fc.identity_scores(analyzer, torch.stack([portrait(0), portrait(1)]), generated)
+    single = fc.identity_scores(analyzer, [portrait(0)[None], [portrait(1)]], generated)
+    assert single.scores == plain.scores
+
+    with pytest.raises(InputError, match=r"reference image 1 of 2 \(photo 2 of 2\)"):
+        blank = torch.zeros(64, 64, 3)
+        fc.identity_scores(analyzer, [[portrait(0), blank], portrait(1)], generated)
+    with pytest.raises(InputError, match="reference person 1 has no photo"):
+        fc.identity_scores(analyzer, [[], portrait(1)], generated)
+
+
+def test_matching_uses_the_mean_over_a_persons_photos():
+    a1, a2, b = np.array([1.0, 0, 0]), np.array([0, 0, 1.0]), np.array([0.8, 0.6, 0])
+    x = fc.Face(box=(0, 0, 1, 1), score=1.0, embedding=np.array([1.0, 0, 0]))
+    # A's first photo is x exactly, but A's mean (0.5) is below B's 0.8: B gets the face.
+    matched = fc._match([[a1, a2], [b]], [x])
+    assert matched[0] is None and matched[1][0] is x
+    assert matched[1][1] == pytest.approx(0.8)
+    assert fc.person_similarity([a1, a2], x.embedding) == pytest.approx(0.5)
 
 
 def test_identity_reference_without_face_and_pack_without_recognition(analyzer, root, tmp_path):

@@ -298,11 +298,87 @@ def test_person_inputs_are_taken_in_marker_order(host):
     people = importlib.import_module(f"{PACK}.nodes.people").people_in_order
     a, b = torch.zeros(1, 8, 6, 3), torch.ones(1, 5, 7, 4)  # sizes may differ; alpha dropped
     out = people(a, b)
-    assert [t.shape for t in out] == [(8, 6, 3), (5, 7, 3)] and out[1].max() == 1
+    assert [t.shape for t in out] == [(1, 8, 6, 3), (1, 5, 7, 3)] and out[1].max() == 1
     with pytest.raises(host.errors.InputError, match="person_2 is empty but person_3"):
         people(a, None, b)
-    with pytest.raises(host.errors.InputError, match="person_1 holds a batch of 2"):
-        people(torch.zeros(2, 8, 8, 3))
+    photos = people(torch.zeros(2, 8, 8, 4), a)  # a batch: two photos of person 1
+    assert [t.shape for t in photos] == [(2, 8, 8, 3), (1, 8, 6, 3)]
+    with pytest.raises(host.errors.InputError, match="person_1 holds an empty image batch"):
+        people(torch.zeros(0, 8, 8, 3))
+    with pytest.raises(host.errors.InputError, match="person_2 is not an IMAGE"):
+        people(a, torch.zeros(8, 8, 3))
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory):
+    from facediffuser_core.subject.text import load_tokenizer, write_tiny_tokenizer
+
+    return load_tokenizer(write_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer"))
+
+
+class FakeSubjectEncoder:
+    """Records what Subject Encode feeds the image tower and post-fusion."""
+
+    def __init__(self):
+        self.towered, self.fused = [], []
+
+    def embed_images(self, pixels):
+        self.towered.append(pixels)
+        return pixels.flatten(1)[:, ::997].float() * 3 + 1  # (N, D): one row per photo
+
+    def condition(self, text, positions, embeds):
+        self.fused.append(embeds)
+        return text + 1
+
+
+def _encode(host, tokenizer, prompt, *people):
+    clip = types.SimpleNamespace(
+        tokenizer=types.SimpleNamespace(clip_l=types.SimpleNamespace(tokenizer=tokenizer)),
+        cond_stage_model=types.SimpleNamespace(),
+        encode_from_tokens=lambda tokens, return_pooled: (
+            torch.zeros(1, 77 * len(tokens["l"]), CONTEXT),
+            torch.zeros(1, CONTEXT),
+        ),
+    )
+    encoder = FakeSubjectEncoder()
+    node = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSubjectEncode"]()
+    out = node.encode(clip, encoder, prompt, *people, object_resolution=224)
+    return out, encoder
+
+
+def test_subject_encode_takes_a_batch_as_several_photos_of_one_person(host, tiny_tokenizer):
+    photos = importlib.import_module(f"{PACK}.facediffuser_core.subject.photos")
+    g = torch.Generator().manual_seed(0)
+    alice = torch.rand(3, 40, 32, 3, generator=g)  # three photos of person 1
+    bob = torch.rand(1, 24, 24, 3, generator=g)
+    (subject, text, shown), encoder = _encode(
+        host, tiny_tokenizer, "a man <|image|> and a woman <|image|>", alice, bob
+    )
+    # One tower call for all four photos, then one embedding per person into post-fusion.
+    (towered,) = encoder.towered
+    assert towered.shape == (4, 3, 224, 224) and shown.shape == (4, 224, 224, 3)
+    (fused,) = encoder.fused
+    rows = encoder.embed_images(towered)
+    assert fused.shape == (2, rows.shape[1])
+    torch.testing.assert_close(fused[0], rows[:3].mean(0))  # mean of the projected embeddings
+    assert torch.equal(fused[1], rows[3])  # one photo: its embedding unchanged
+    # The core's preprocessing, photo by photo, in person order.
+    want = torch.cat(photos.preprocess_people([alice, bob], object_resolution=224))
+    assert torch.equal(towered, want)
+    assert subject[0][1]["facediffuser"]["role"] == "subject"
+
+    # Each photo alone, then averaged, is the same person: the batch is not several people.
+    _, encoder = _encode(host, tiny_tokenizer, "a man <|image|>", alice[:1])
+    assert encoder.fused[0].shape[0] == 1
+    with pytest.raises(host.errors.PromptError, match=r"marker\(s\) but 2 reference"):
+        _encode(host, tiny_tokenizer, "a man <|image|>", alice, bob)
+
+
+def test_subject_encode_names_the_person_and_photo_of_a_bad_image(host, tiny_tokenizer):
+    bad = torch.rand(2, 16, 16, 3)
+    bad[1, 0, 0, 0] = float("nan")
+    with pytest.raises(host.errors.InputError, match=r"reference image 2, photo 2: .*NaN"):
+        _encode(host, tiny_tokenizer, "a <|image|> and b <|image|>", torch.rand(1, 8, 8, 3), bad)
 
 
 def _final_denoised(host, guider, sigmas, x=None):
@@ -524,10 +600,17 @@ def test_error_text_names_no_server_paths(folders, host):
         def INPUT_TYPES(cls):
             return {"required": {}}
 
+        @classmethod
+        def VALIDATE_INPUTS(cls):
+            raise host.errors.CheckpointError(f"{inside} is unreadable")
+
         def run(self):
             raise host.errors.CheckpointError(f"{inside} is truncated")
 
     guard.guard(Node, "Test node")
+    assert Node.VALIDATE_INPUTS() == (
+        "CheckpointError: models/facediffuser/SDM/pytorch_model.bin is unreadable"
+    )
     with pytest.raises(host.errors.CheckpointError) as info:
         Node().run()
     assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"

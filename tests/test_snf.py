@@ -283,3 +283,25 @@ def test_bad_regions_are_refused():
         fuse(eps_g, eps_e, r_g, r_e, region=torch.ones(16, 16))
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         fuse(eps_g, eps_e, r_g, r_e, region=torch.full((1, 1, 16, 16), 2.0))
+
+
+def test_solid_masks_stay_exactly_white_or_black_on_the_latent_grid():
+    # A 64x antialiased downscale of a white mask lands some cells at 0.99999994, which would
+    # blend instead of letting fusion run unconstrained (ComfyUI's 512 mask on a 64 px run).
+    from facediffuser_core.engine.regions import region_for_latents
+
+    for size in (512, 1024, 96):
+        assert torch.equal(
+            region_for_latents(torch.ones(1, size, size), 8, 8), torch.ones(1, 1, 8, 8)
+        )
+        assert torch.equal(
+            region_for_latents(torch.zeros(size, size), 8, 8), torch.zeros(1, 1, 8, 8)
+        )
+    half = torch.zeros(1, 512, 512)
+    half[..., :256] = 1
+    edge = torch.zeros(1, 512, 512)
+    edge[..., :288] = 1  # the boundary cell is half covered: still blended
+    assert region_for_latents(edge, 8, 8)[0, 0, 0, 4] == pytest.approx(0.5, abs=1e-6)
+    halves = region_for_latents(half, 8, 8)[0, 0]  # the resampling ramp spans one cell more
+    assert torch.equal(halves[:, :3], torch.ones(8, 3))
+    assert torch.equal(halves[:, 5:], torch.zeros(8, 3))

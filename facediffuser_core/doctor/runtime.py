@@ -72,7 +72,7 @@ def probe_runtime(package_dir: Path | None = None) -> Runtime:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                __import__(module)
+                importlib.import_module(module)
             except Exception as exc:  # missing, or a broken install
                 rt.errors[dist] = _one_line(exc)
     pkg = Path(__file__).parent if package_dir is None else Path(package_dir)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 
+SNAP = 1e-6  # resampling rounding: values this close to 0 or 1 are 0 or 1
+
 
 def region_for_latents(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """An image-space mask -> (B or 1, 1, height, width) float32 in [0, 1] on the latent grid.
@@ -48,7 +50,11 @@ def region_for_latents(mask: torch.Tensor, height: int, width: int) -> torch.Ten
         mask = F.interpolate(
             mask, size=(height, width), mode="bilinear", align_corners=False, antialias=True
         )
-    return mask.clamp(0.0, 1.0)
+    # Resampling a solid mask can land a rounding step off 0 or 1 (0.99999994 after a 64x
+    # antialiased downscale): snap those, so white is exactly "unconstrained" and black
+    # exactly "TDM only".
+    mask = mask.clamp(0.0, 1.0)
+    return torch.where(mask >= 1 - SNAP, 1.0, torch.where(mask <= SNAP, 0.0, mask))
 
 
 def load_region(path: str | os.PathLike) -> torch.Tensor:

@@ -2,37 +2,34 @@
 
 Model names outside the model folders, damaged weights, unknown inputs, and conditionings in
 the wrong socket or from another SDM; plus the ComfyUI-native subject encoder's parity with
-the engine. Skipped with the reason printed where no ComfyUI snapshot is given (see
-test_comfyui.py, whose server fixture and helpers this module reuses).
+the engine. Skipped with the reason printed where no ComfyUI is given (the ``server`` and
+``comfyui`` fixtures are in conftest.py, the helpers in _host.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from test_comfyui import (  # noqa: F401 - server is a fixture
-    ROOT,
-    error_text,
-    load_api,
-    queue,
-    server,
-    shrink,
-    succeeded,
-)
+from _host import AVAILABLE, ROOT, SKIP_REASON, error_text, load_api, queue, shrink, succeeded
+
+if not AVAILABLE:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
 
 FOLDERS_RULE = "only files and converted sets inside models/facediffuser"
 
 
 @pytest.fixture(scope="module")
-def models(server):  # noqa: F811 - the imported fixture
+def models(server):
     """Extra files in the server's models/facediffuser: a second SDM and damaged ones."""
     from facediffuser_core.tiny.diffusion import tiny_state_dicts
 
-    root = Path(server["env"]["COMFY_MODELS_DIR"]) / "facediffuser"
+    root = Path(server["process"].models) / "facediffuser"
     other = tiny_state_dicts(seed=1)["sdm"]  # same widths as the shipped tiny SDM, other weights
     (root / "SDM-b").mkdir(exist_ok=True)
     torch.save(other, root / "SDM-b" / "pytorch_model.bin")
@@ -46,20 +43,23 @@ def models(server):  # noqa: F811 - the imported fixture
     torch.save(misshaped, root / "broken" / "misshaped.bin")
     outside = root.parent.parent / "outside.safetensors"  # beside models/, exists
     outside.write_bytes(b"{}")
-    return {"root": root, "outside": outside}
+    yield {"root": root, "outside": outside}
+    for added in (root / "SDM-b", root / "broken"):  # the server is shared by the session
+        shutil.rmtree(added, ignore_errors=True)
+    outside.unlink(missing_ok=True)
 
 
 def _one_person(steps: int = 4) -> dict:
     return shrink(load_api("facediffuser_one_person.json"), steps)
 
 
-def _rejected_text(server, api: dict) -> str:  # noqa: F811
+def _rejected_text(server, api: dict) -> str:
     entry = queue(server, api)
     assert "rejected" in entry, f"expected HTTP 400, got {entry.get('status')}"
     return json.dumps(entry["rejected"])
 
 
-def _failed_text(server, api: dict) -> str:  # noqa: F811
+def _failed_text(server, api: dict) -> str:
     entry = queue(server, api)
     assert not succeeded(entry), "the run should have been refused"
     return error_text(entry)
@@ -72,7 +72,7 @@ def _failed_text(server, api: dict) -> str:  # noqa: F811
     "name",
     ["../../x.safetensors", "/etc/hostname", "..\\..\\x.bin", "SDM/../SDM/pytorch_model.bin"],
 )
-def test_model_names_outside_the_folders_are_refused_at_validation(server, models, name):  # noqa: F811
+def test_model_names_outside_the_folders_are_refused_at_validation(server, models, name):
     api = _one_person()
     api["1"]["inputs"]["model_name"] = name
     text = _rejected_text(server, api)
@@ -80,7 +80,7 @@ def test_model_names_outside_the_folders_are_refused_at_validation(server, model
     assert str(server["root"]) not in text and str(models["root"]) not in text
 
 
-def test_refusal_does_not_reveal_whether_an_outside_file_exists(server, models):  # noqa: F811
+def test_refusal_does_not_reveal_whether_an_outside_file_exists(server, models):
     texts = []
     for name in ("../../outside.safetensors", "../../not_there.safetensors"):
         api = _one_person()
@@ -90,7 +90,7 @@ def test_refusal_does_not_reveal_whether_an_outside_file_exists(server, models):
     assert models["outside"].is_file()
 
 
-def test_face_pack_names_are_folder_entries_only(server):  # noqa: F811
+def test_face_pack_names_are_folder_entries_only(server):
     api = {
         k: v for k, v in load_api("facediffuser_two_people.json").items() if k in ("3", "5", "6")
     }
@@ -110,11 +110,12 @@ def test_face_pack_names_are_folder_entries_only(server):  # noqa: F811
         ("broken/misshaped.bin", "mis-shaped: conv_norm_out.weight (7,)"),
     ],
 )
-def test_damaged_sdm_is_refused_before_sampling(server, models, name, expected):  # noqa: F811
+def test_damaged_sdm_is_refused_before_sampling(server, models, name, expected):
     api = _one_person()
     api["1"]["inputs"]["model_name"] = name
     text = _failed_text(server, api)
-    assert "the unet weights in " in text and f"facediffuser folder #2/{name}" in text, text
+    shown = r"(models/facediffuser|extra_model_paths\.yaml's facediffuser folder #\d)"
+    assert re.search(rf"the unet weights in {shown}/{re.escape(name)} ", text), text
     assert expected in text and "CodeGoat24/Face-diffuser" in text, text
     assert str(models["root"]) not in text
 
@@ -122,7 +123,7 @@ def test_damaged_sdm_is_refused_before_sampling(server, models, name, expected):
 # --------------------------------------------------------------------------- item 8: inputs
 
 
-def test_unknown_inputs_are_a_validation_error_naming_the_inputs(server):  # noqa: F811
+def test_unknown_inputs_are_a_validation_error_naming_the_inputs(server):
     api = _one_person()
     api["10"]["inputs"]["person_5"] = ["3", 0]
     text = _rejected_text(server, api)
@@ -133,7 +134,7 @@ def test_unknown_inputs_are_a_validation_error_naming_the_inputs(server):  # noq
     assert "smaller than the minimum 224" in _rejected_text(server, api)
 
 
-def test_missing_model_error_names_no_server_path(server, models):  # noqa: F811
+def test_missing_model_error_names_no_server_path(server, models):
     api = _one_person()
     api["1"]["inputs"]["model_name"] = "SDM/not_there.bin"
     text = _rejected_text(server, api)
@@ -144,7 +145,7 @@ def test_missing_model_error_names_no_server_path(server, models):  # noqa: F811
 # --------------------------------------------------------------------------- item 5: provenance
 
 
-def test_swapped_and_misplaced_conditionings_are_refused(server):  # noqa: F811
+def test_swapped_and_misplaced_conditionings_are_refused(server):
     api = _one_person()
     api["20"]["inputs"]["text"], api["20"]["inputs"]["subject"] = ["10", 0], ["10", 1]
     assert "'text' and 'subject' are swapped" in _failed_text(server, api)
@@ -166,7 +167,7 @@ def _with_sdm_b(api: dict) -> dict:
     return api
 
 
-def test_clip_and_subject_encoder_from_different_sdms_are_refused(server, models):  # noqa: F811
+def test_clip_and_subject_encoder_from_different_sdms_are_refused(server, models):
     api = _with_sdm_b(_one_person())
     api["10"]["inputs"]["clip"] = ["40", 1]
     text = _failed_text(server, api)
@@ -179,14 +180,14 @@ def test_clip_and_subject_encoder_from_different_sdms_are_refused(server, models
     assert "comes from 'Load Face-diffuser TDM'" in _failed_text(server, api)
 
 
-def test_subject_from_another_sdm_than_the_model_is_refused(server, models):  # noqa: F811
+def test_subject_from_another_sdm_than_the_model_is_refused(server, models):
     api = _with_sdm_b(_one_person())
     api["20"]["inputs"]["sdm_model"] = ["40", 0]
     text = _failed_text(server, api)
     assert "but the SDM model is SDM-b/pytorch_model.bin" in text, text
 
 
-def test_stock_conditioning_nodes_keep_working(server):  # noqa: F811
+def test_stock_conditioning_nodes_keep_working(server):
     api = _one_person()
     api["50"] = {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["10", 1]}}
     api["51"] = {
@@ -213,11 +214,10 @@ def test_stock_conditioning_nodes_keep_working(server):  # noqa: F811
 # --------------------------------------------------------------------------- item 7: comfy.ops
 
 
-def test_comfy_native_subject_encoder_matches_the_engine(server):  # noqa: F811
-    python = server["root"] / "venv" / "bin" / "python"
-    comfy_dir = server["root"] / "ComfyUI"
-    inputs = comfy_dir / "input"
-    sdm = Path(server["env"]["COMFY_MODELS_DIR"]) / "facediffuser" / "SDM" / "pytorch_model.bin"
+def test_comfy_native_subject_encoder_matches_the_engine(server, comfyui):
+    comfy_dir, python = comfyui
+    inputs = Path(server["base"]) / "input"
+    sdm = Path(server["process"].models) / "facediffuser" / "SDM" / "pytorch_model.bin"
     proc = subprocess.run(
         [
             str(python),

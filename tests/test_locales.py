@@ -1,0 +1,94 @@
+"""The i18n files (locales/<lang>/) and help pages (web/docs/) cover every node.
+
+The node ids come from the node sources (V1 or V3 alike), the inputs and outputs from a real
+ComfyUI's ``/object_info`` saved by dev/make_locales.py (one shape for V1 and V3). The English
+strings must be exactly what dev/make_locales.py writes from that fixture (generated, never
+edited by hand); each other language must translate every string. The live server is checked in
+tests/integration/test_comfyui_registry.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECT_INFO = json.loads((ROOT / "tests/fixtures/comfyui/object_info_pack.json").read_text())
+LANGS = sorted(p.name for p in (ROOT / "locales").iterdir() if p.is_dir())
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_locales", ROOT / "dev/make_locales.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def node_ids_in_source() -> set[str]:
+    """Node ids the pack registers, read from its sources (survives V1 -> V3)."""
+    text = "\n".join(p.read_text() for p in (ROOT / "nodes").glob("*.py"))
+    return set(re.findall(r"[\"'](FaceDiffuser[A-Z][A-Za-z]+)[\"']", text))
+
+
+def _load(lang: str, name: str) -> dict:
+    return json.loads((ROOT / "locales" / lang / name).read_text(encoding="utf-8"))
+
+
+def test_every_node_is_in_the_fixture():
+    ids = node_ids_in_source()
+    assert len(ids) == 10, sorted(ids)
+    assert ids == {k for k in OBJECT_INFO if k.startswith("FaceDiffuser")}
+
+
+def test_english_is_generated_from_the_node_definitions():
+    generated = _generator().node_defs(OBJECT_INFO)
+    assert _load("en", "nodeDefs.json") == generated, "run python dev/make_locales.py"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_each_locale_lists_every_node_input_and_output(lang):
+    assert {"en", "fr"} <= set(LANGS)
+    defs = _load(lang, "nodeDefs.json")
+    assert set(defs) == node_ids_in_source()
+    for node_id, entry in defs.items():
+        info = OBJECT_INFO[node_id]
+        assert entry["display_name"] and entry.get("description"), node_id
+        inputs = [n for part in ("required", "optional") for n in info["input"].get(part, {})]
+        assert sorted(entry["inputs"]) == sorted(inputs), node_id
+        assert sorted(entry["outputs"], key=int) == [str(i) for i in range(len(info["output"]))]
+        for name in inputs:  # every input the node documents has its tooltip here
+            spec = info["input"].get("required", {}).get(name) or info["input"]["optional"][name]
+            if len(spec) > 1 and spec[1].get("tooltip"):
+                assert entry["inputs"][name].get("tooltip"), (lang, node_id, name)
+    main = _load(lang, "main.json")
+    assert "Face-diffuser" in main["nodeCategories"]
+
+
+def test_other_languages_translate_every_string():
+    generator = _generator()
+    english = generator.node_defs(OBJECT_INFO)
+    for lang in [lang for lang in LANGS if lang != "en"]:
+        memory = json.loads((ROOT / "dev/translations" / f"{lang}.json").read_text("utf-8"))
+        missing: set[str] = set()
+        assert _load(lang, "nodeDefs.json") == generator.translate(english, memory, missing)
+        assert not missing, f"{lang}: untranslated {sorted(missing)[:3]}"
+
+
+@pytest.mark.parametrize("node_id", sorted(node_ids_in_source()))
+def test_every_node_has_a_help_page(node_id):
+    page = ROOT / "web" / "docs" / f"{node_id}.md"
+    assert page.is_file(), page
+    text = page.read_text(encoding="utf-8")
+    for section in ("## Inputs", "## Outputs", "## Errors", "## Example"):
+        assert section in text, (node_id, section)
+    info = OBJECT_INFO[node_id]
+    names = [n for part in ("required", "optional") for n in info["input"].get(part, {})]
+    names += list(info.get("output_name") or [])
+    for name in names:
+        if re.fullmatch(r"person_[2-4]", name):
+            continue  # the growing people list is described once
+        assert f"`{name}`" in text, (node_id, name)
