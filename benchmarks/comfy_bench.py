@@ -92,7 +92,7 @@ GUARD: GuardTimer | None = None
 
 
 def setup(comfy_nodes, pack, folder: Path):
-    tiny = importlib.import_module(f"{PACK}.facediffuser_core.tiny")
+    tiny = importlib.import_module(f"{PACK}.facediffuser_core.tiny.diffusion")
     tiny.write_tiny_set(folder, comfyui=True)
     models = importlib.import_module(f"{PACK}.nodes.comfy_models")
     encode_mod = importlib.import_module(f"{PACK}.nodes.subject_encode")
@@ -160,7 +160,7 @@ def peak(args, comfy_nodes, pack, folder: Path) -> int:
     if args.peak == "snf":
         sdm, tdm, *conds = setup(comfy_nodes, pack, folder)
     else:  # a stock SD1.5 graph: the TDM alone, its own CLIP for the prompts
-        tiny = importlib.import_module(f"{PACK}.facediffuser_core.tiny")
+        tiny = importlib.import_module(f"{PACK}.facediffuser_core.tiny.diffusion")
         tiny.write_tiny_set(folder, comfyui=True)
         models = importlib.import_module(f"{PACK}.nodes.comfy_models")
         tdm = models.load_checkpoint(folder / "models/facediffuser/TDM/pytorch_model.bin", "tdm")

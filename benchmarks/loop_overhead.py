@@ -23,11 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import facediffuser_core.sampling as sampling  # noqa: E402
-from facediffuser_core.models import load_models  # noqa: E402
-from facediffuser_core.sampling import Conditioning, UNetEps, sample  # noqa: E402
-from facediffuser_core.schedulers import make_scheduler  # noqa: E402
-from facediffuser_core.tiny import write_tiny_set  # noqa: E402
+import facediffuser_core.engine.sampling as sampling  # noqa: E402
+from facediffuser_core.engine.sampling import Conditioning, UNetEps, sample  # noqa: E402
+from facediffuser_core.engine.schedulers import make_scheduler  # noqa: E402
+from facediffuser_core.tiny.diffusion import write_tiny_set  # noqa: E402
+from facediffuser_core.weights.models import load_models  # noqa: E402
 
 
 class Timed:

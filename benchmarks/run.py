@@ -33,19 +33,19 @@ sys.path.insert(0, str(HERE))
 
 from loop_overhead import one_run  # noqa: E402
 
-from facediffuser_core.models import build_models, load_models  # noqa: E402
-from facediffuser_core.sampling import Conditioning  # noqa: E402
+from facediffuser_core.engine.sampling import Conditioning  # noqa: E402
+from facediffuser_core.weights.models import build_models, load_models  # noqa: E402
 
 
 def load_pair(full_size: bool, device: str, dtype: torch.dtype):
     """(sdm, tdm) models: the tiny set from its files, or SD1.5-sized random weights."""
     if full_size:
-        from facediffuser_core.checkpoints import (
+        from facediffuser_core.tiny.diffusion import tiny_state_dicts
+        from facediffuser_core.weights.checkpoints import (
             CheckpointParts,
             canonicalize_part,
             split_published,
         )
-        from facediffuser_core.tiny import tiny_state_dicts
 
         dicts = tiny_state_dicts(0, full_size=True, dtype=torch.float16)
         out = []
@@ -53,7 +53,7 @@ def load_pair(full_size: bool, device: str, dtype: torch.dtype):
             parts = {k: canonicalize_part(k, v) for k, v in split_published(dicts[kind]).items()}
             out.append(build_models(CheckpointParts(kind, parts), device=device, dtype=dtype))
         return out
-    from facediffuser_core.tiny import write_tiny_set
+    from facediffuser_core.tiny.diffusion import write_tiny_set
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = write_tiny_set(Path(tmp), seed=0)

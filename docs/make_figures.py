@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from facediffuser_core.engine.stages import Stage, stage_counts  # noqa: E402
 from facediffuser_core.inspection import STAGE_COLOURS  # noqa: E402
-from facediffuser_core.stages import Stage, stage_counts  # noqa: E402
 
 
 def stages_diagram(path: Path) -> None:

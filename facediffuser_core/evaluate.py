@@ -22,7 +22,7 @@ import torch
 from .errors import InputError
 from .images import load_image
 from .pipeline import FaceDiffuserPipeline, GenerateSettings
-from .subject import MARKER, parse_prompt
+from .subject.prompt import MARKER, parse_prompt
 
 PROMPT_LIST = Path(__file__).with_name("data") / "fastcomposer_prompts.txt"
 PERSON_SLOT = "{person}"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .sampling import StepRecord
-from .stages import Stage
+from .engine.sampling import StepRecord
+from .engine.stages import Stage
 
 STAGE_COLOURS = {
     Stage.SCENE: (70, 130, 200),

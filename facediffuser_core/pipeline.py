@@ -14,23 +14,23 @@ from typing import Any
 
 import torch
 
+from .engine.presets import DEFAULT_PRESET, check_step_count, get_preset
+from .engine.regions import region_for_latents
+from .engine.sampling import Conditioning, SampleResult, UNetEps, sample
+from .engine.schedulers import SCHEDULERS, make_scheduler
+from .engine.snf import PAPER_FUSION, FusionSettings
+from .engine.stages import boundaries_for_steps, boundary_fractions, validate_boundaries
 from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
-from .photos import Person, preprocess_people
-from .presets import DEFAULT_PRESET, check_step_count, get_preset
-from .regions import region_for_latents
-from .sampling import Conditioning, SampleResult, UNetEps, sample
-from .schedulers import SCHEDULERS, make_scheduler
-from .snf import PAPER_FUSION, FusionSettings
-from .stages import boundaries_for_steps, boundary_fractions, validate_boundaries
-from .subject import (
+from .subject.encode import encode_subject
+from .subject.photos import Person
+from .subject.prompt import (
     ParsedPrompt,
     chunk_tokens,
     parse_prompt,
     require_subjects,
-    tokenize_prompt,
 )
-from .text import encode_chunks, encoder_for, special_ids
+from .subject.text import encode_chunks, encoder_for, special_ids
 
 
 @dataclass(frozen=True)
@@ -167,17 +167,17 @@ class FaceDiffuserPipeline:
         A person with several photos is embedded as the mean of their projected image
         embeddings (:meth:`SubjectEncoder.embed_people`).
         """
-        bos, eos, pad = self._special
-        tokens = tokenize_prompt(settings.prompt, self._encode)
-        chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
-        text = encode_chunks(self.sdm.text_encoder, chunks)
+        encoding = encode_subject(
+            settings.prompt,
+            references,
+            tokenize=self._encode,
+            special=self._special,
+            encode_text=lambda chunks: encode_chunks(self.sdm.text_encoder, chunks),
+            subject_encoder=self.sdm.subject_encoder,
+            object_resolution=settings.object_resolution,
+        )
+        text, subject, crops = encoding.text, encoding.subject, encoding.crops
         null = self._encode_text(self.sdm.text_encoder, settings.negative_prompt)
-        subject_encoder = self.sdm.subject_encoder
-        people = preprocess_people(references, object_resolution=settings.object_resolution)
-        param = next(subject_encoder.parameters())
-        embeds = subject_encoder.embed_people([c.to(param.device, param.dtype) for c in people])
-        crops = torch.cat(people)
-        subject = subject_encoder.condition(text, chunks.positions, embeds.to(text.dtype))
         tdm_null = tdm_text = None
         if settings.tdm_text_encoder:
             if self.tdm.text_encoder is None:

@@ -23,12 +23,12 @@ import folder_paths
 import torch
 from comfy import model_detection
 
-from ..facediffuser_core.checkpoints import load_parts
-from ..facediffuser_core.configs import text_config, unet_config_from_diffusers, vae_config
 from ..facediffuser_core.errors import CheckpointError, ModelError
-from ..facediffuser_core.ldm import unet_to_ldm
-from ..facediffuser_core.modelfiles import find_tokenizer
-from ..facediffuser_core.models import check_compatible, verify_parts
+from ..facediffuser_core.weights.checkpoints import load_parts
+from ..facediffuser_core.weights.configs import text_config, unet_config_from_diffusers, vae_config
+from ..facediffuser_core.weights.ldm import unet_to_ldm
+from ..facediffuser_core.weights.modelfiles import find_tokenizer
+from ..facediffuser_core.weights.models import check_compatible, verify_parts
 from .comfy_subject import SubjectEncoderHandle
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ import comfy.model_patcher
 import comfy.ops
 import torch
 
-from ..facediffuser_core.checkpoints import CheckpointParts
-from ..facediffuser_core.configs import vision_config
 from ..facediffuser_core.errors import CheckpointError
-from ..facediffuser_core.subject import PostfuseModule, fit_to_tower, subject_conditioning
+from ..facediffuser_core.subject.postfuse import PostfuseModule, fit_to_tower, subject_conditioning
+from ..facediffuser_core.weights.checkpoints import CheckpointParts
+from ..facediffuser_core.weights.configs import vision_config
 
 
 class ComfySubjectModules(torch.nn.Module):

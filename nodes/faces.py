@@ -22,7 +22,7 @@ from ..facediffuser_core.faces import (
     list_face_packs,
     load_face_analysis,
 )
-from ..facediffuser_core.subject import MAX_SUBJECTS
+from ..facediffuser_core.subject.prompt import MAX_SUBJECTS
 from . import paths
 from .people import people_in_order
 from .types import CATEGORY, FACES_TYPE

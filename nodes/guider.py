@@ -18,12 +18,18 @@ import comfy.model_patcher
 import comfy.samplers
 import torch
 
+from ..facediffuser_core.engine.regions import region_for_latents
+from ..facediffuser_core.engine.sampling import StepRecord
+from ..facediffuser_core.engine.sigmas import SigmaSteps
+from ..facediffuser_core.engine.snf import (
+    PAPER_FUSION,
+    FusionSettings,
+    check_region,
+    denoised_response,
+)
+from ..facediffuser_core.engine.snf import fuse_with_saliency as fuse
+from ..facediffuser_core.engine.stages import Stage, boundaries_for_steps, stage_for_step
 from ..facediffuser_core.errors import InputError, ModelError
-from ..facediffuser_core.regions import region_for_latents
-from ..facediffuser_core.sampling import StepRecord
-from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings, check_region, denoised_response
-from ..facediffuser_core.snf import fuse_with_saliency as fuse
-from ..facediffuser_core.stages import SigmaSteps, Stage, boundaries_for_steps, stage_for_step
 from .provenance import check_wiring
 
 VAE_FACTOR = 8  # SD1.5: pixels per latent cell

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..facediffuser_core.errors import FaceDiffuserError
-from ..facediffuser_core.modelfiles import DOWNLOAD_HINT
+from ..facediffuser_core.weights.modelfiles import DOWNLOAD_HINT
 from . import paths, provenance
 from .comfy_models import load_checkpoint
 from .types import CATEGORY, SUBJECT_TYPE

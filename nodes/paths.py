@@ -13,7 +13,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..facediffuser_core.modelfiles import index_model_folders, resolve_entry
+from ..facediffuser_core.weights.modelfiles import index_model_folders, resolve_entry
 
 FOLDER = "facediffuser"
 

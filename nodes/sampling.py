@@ -12,15 +12,13 @@ import comfy.utils
 import latent_preview
 import torch
 
+from ..facediffuser_core.engine.sampling import StepRecord
+from ..facediffuser_core.engine.snf import PAPER_FUSION, FusionSettings
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
-from ..facediffuser_core.sampling import StepRecord
-from ..facediffuser_core.snf import PAPER_FUSION, FusionSettings
-from ..facediffuser_core.stages import boundary_fractions
+from ..facediffuser_core.ranges import widget
 from .guider import VAE_FACTOR, SNFGuider, check_latent
 from .types import CATEGORY, SNF_TYPE
-
-SCENE_END, FUSION_END = boundary_fractions()  # the paper's 15 / 30 of 50 steps: 0.32, 0.62
 
 
 def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,27 +51,15 @@ def _outputs_used(prompt, unique_id, slots) -> bool:
 
 def _fraction_inputs() -> dict:
     return {
-        "scene_end": (
-            "FLOAT",
-            {
-                "default": SCENE_END,
-                "min": 0.0,
-                "max": 1.0,
-                "step": 0.01,
-                "tooltip": "Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of "
-                "50 steps = 0.32 (start_merge_step 15). Scales with the step count.",
-            },
+        "scene_end": widget(
+            "scene_end",
+            "Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of "
+            "50 steps = 0.32 (start_merge_step 15). Scales with the step count.",
         ),
-        "fusion_end": (
-            "FLOAT",
-            {
-                "default": FUSION_END,
-                "min": 0.0,
-                "max": 1.0,
-                "step": 0.01,
-                "tooltip": "Fraction of the steps finished when fusion (stage 2) ends; the SDM "
-                "alone does the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
-            },
+        "fusion_end": widget(
+            "fusion_end",
+            "Fraction of the steps finished when fusion (stage 2) ends; the SDM "
+            "alone does the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
         ),
     }
 
@@ -197,17 +183,7 @@ class SNFGuiderNode:
     @classmethod
     def INPUT_TYPES(cls):
         required = _model_inputs()
-        required["cfg"] = (
-            "FLOAT",
-            {
-                "default": 5.0,
-                "min": 0.0,
-                "max": 30.0,
-                "step": 0.1,
-                "round": 0.01,
-                "tooltip": "Guidance scale w for both models (paper: 5).",
-            },
-        )
+        required["cfg"] = widget("cfg", "Guidance scale w for both models (paper: 5).")
         required.update(_fraction_inputs())
         return {"required": required, "optional": _snf_input()}
 
@@ -260,35 +236,18 @@ class SNFKSampler:
         required.update(
             {
                 "latent_image": ("LATENT", {"tooltip": "Empty Latent Image (SD1.5: 4 channels)."}),
-                "seed": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 0xFFFFFFFFFFFFFFFF,
-                        "control_after_generate": True,
-                        "tooltip": "Noise seed.",
-                    },
+                "seed": widget(
+                    "seed",
+                    "Noise seed.",
+                    control_after_generate=True,
                 ),
-                "steps": (
-                    "INT",
-                    {
-                        "default": 50,
-                        "min": 1,
-                        "max": 10000,
-                        "tooltip": "Sampling steps (paper: 50).",
-                    },
+                "steps": widget(
+                    "steps",
+                    "Sampling steps (paper: 50).",
                 ),
-                "cfg": (
-                    "FLOAT",
-                    {
-                        "default": 5.0,
-                        "min": 0.0,
-                        "max": 30.0,
-                        "step": 0.1,
-                        "round": 0.01,
-                        "tooltip": "Guidance scale w for both models (paper: 5).",
-                    },
+                "cfg": widget(
+                    "cfg",
+                    "Guidance scale w for both models (paper: 5).",
                 ),
                 "sampler_name": (
                     comfy.samplers.KSampler.SAMPLERS,

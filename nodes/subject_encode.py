@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 
 from ..facediffuser_core.errors import ModelError
-from ..facediffuser_core.photos import mean_per_person, preprocess_people
-from ..facediffuser_core.subject import (
-    CLIP_MEAN,
-    CLIP_STD,
+from ..facediffuser_core.subject.photos import mean_per_person, preprocess_people
+from ..facediffuser_core.subject.prompt import (
     MAX_SUBJECTS,
     chunk_tokens,
     parse_prompt,
     require_subjects,
     tokenize_prompt,
 )
-from ..facediffuser_core.text import encoder_for, special_ids
+from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD
+from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
 from .people import people_in_order
 from .types import CATEGORY, SUBJECT_TYPE
@@ -111,7 +110,7 @@ class SubjectEncode:
         references = people_in_order(person_1, person_2, person_3, person_4)
         require_subjects(parse_prompt(prompt), len(references))  # before any model work
         # Several photos per person: every photo is embedded, then averaged per person
-        # before post-fusion (the engine's rule, facediffuser_core.photos).
+        # before post-fusion (the engine's rule, facediffuser_core.subject.photos).
         per_person = preprocess_people(references, object_resolution=object_resolution)
         crops = torch.cat(per_person)
         sdm = provenance.encoder_source(clip, subject_encoder)  # one SDM for both

@@ -12,16 +12,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_set(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
+    from facediffuser_core.tiny.diffusion import write_tiny_set
 
     return write_tiny_set(tmp_path_factory.mktemp("tiny-set"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_set):
-    from facediffuser_core.models import load_models
     from facediffuser_core.pipeline import FaceDiffuserPipeline
-    from facediffuser_core.text import load_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer
+    from facediffuser_core.weights.models import load_models
 
     sdm = load_models(tiny_set.sdm_bin)
     tdm = load_models(tiny_set.tdm_bin)

@@ -678,8 +678,8 @@ def test_one_item_end_to_end(tmp_path, fake, refs):
     uploaded = sorted(fake.uploads)
     assert len(uploaded) == 2 and all(n.startswith("fdq_") for n in uploaded)
     assert [graph["3"]["inputs"]["image"], graph["4"]["inputs"]["image"]] == [
-        aq.upload_name(refs[0], aq.runner._sha(refs[0])),
-        aq.upload_name(refs[1], aq.runner._sha(refs[1])),
+        aq.upload_name(refs[0], aq.jobs._sha(refs[0])),
+        aq.upload_name(refs[1], aq.jobs._sha(refs[1])),
     ]
     assert fake.uploads[graph["3"]["inputs"]["image"]] == refs[0].read_bytes()
     assert (
@@ -861,7 +861,7 @@ def test_a_crashing_worker_does_not_hang_the_batch(tmp_path, fake, refs, monkeyp
     def broken(self, job, entry):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(aq.runner._Server, "_finished", broken)
+    monkeypatch.setattr(aq.server._Server, "_finished", broken)
     result = aq.run_queue(items(2, refs), options(tmp_path, [fake]))
     assert sorted(result.failed) == ["item00", "item01"]
     error = manifest(tmp_path)["items"]["item01"]["error"]
@@ -892,17 +892,17 @@ def test_timeout_cancels_the_prompt_on_the_server(tmp_path, fake, refs):
 def test_websocket_step_progress_and_polling_fallback(tmp_path, fake, refs):
     fake.exec_time = 0.3
     seen = []
-    original = aq.runner._Server.on_event
+    original = aq.server._Server.on_event
 
     def spy(self, kind, data):
         original(self, kind, data)
         seen.extend(self.progress.values())
 
-    aq.runner._Server.on_event = spy
+    aq.server._Server.on_event = spy
     try:
         aq.run_queue(items(1, refs), options(tmp_path, [fake]))
     finally:
-        aq.runner._Server.on_event = original
+        aq.server._Server.on_event = original
     assert (8, 8) in seen and (1, 8) in seen  # the recorded run's 8 steps
     result = aq.run_queue(items(1, refs), options(tmp_path / "poll", [fake], websocket=False))
     assert result.done == ["item00"]
@@ -1104,7 +1104,7 @@ def test_several_photos_end_to_end_upload_each_photo_once(tmp_path, fake, refs):
     assert result.done == ["item00"]
     ((_, graph),) = fake.received
     loads = sorted(n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage")
-    name = {p: aq.upload_name(p, aq.runner._sha(p)) for p in refs}
+    name = {p: aq.upload_name(p, aq.jobs._sha(p)) for p in refs}
     assert loads == sorted([name[him], name[her], name[her]])
     assert len(fake.uploads) == 2  # her.png is uploaded once and used twice
     # a different grouping of the same photos is a different item

@@ -10,15 +10,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from facediffuser_core import checkpoints as ck
-from facediffuser_core.configs import unet_config_from_diffusers
 from facediffuser_core.errors import CheckpointError
-from facediffuser_core.ldm import unet_to_ldm
+from facediffuser_core.weights import checkpoints as ck
+from facediffuser_core.weights.configs import unet_config_from_diffusers
+from facediffuser_core.weights.conversion import convert
+from facediffuser_core.weights.ldm import unet_to_ldm
+from facediffuser_core.weights.reading import read_state_dict
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
+    from facediffuser_core.tiny.diffusion import write_tiny_set
 
     return write_tiny_set(tmp_path_factory.mktemp("tiny_ck"))
 
@@ -53,7 +55,7 @@ def test_pickled_object_is_refused_without_running_it(tmp_path):
     path = tmp_path / "evil.bin"
     torch.save({"w": torch.ones(3), "payload": _MakesMarker(str(marker))}, path)
     with pytest.raises(CheckpointError, match="pickled Python objects") as info:
-        ck.read_state_dict(path)
+        read_state_dict(path)
     assert "mkdir" in str(info.value)
     assert not marker.exists()
     # positive control: an unrestricted unpickler really would have run the payload
@@ -70,7 +72,7 @@ def test_other_pickled_objects_are_refused(tmp_path, payload):
     path = tmp_path / "obj.bin"
     torch.save({"w": torch.ones(1), "obj": payload}, path)
     with pytest.raises(CheckpointError, match="refused without running them"):
-        ck.read_state_dict(path)
+        read_state_dict(path)
 
 
 def _plain_bin(path):
@@ -85,8 +87,8 @@ def test_truncated_and_garbage_bin(tmp_path):
     (tmp_path / "empty.ckpt").write_bytes(b"")
     for name in ("cut.bin", "junk.pt", "empty.ckpt"):
         with pytest.raises(CheckpointError, match="truncated or corrupt"):
-            ck.read_state_dict(tmp_path / name)
-    assert torch.equal(ck.read_state_dict(tmp_path / "ok.bin")["w"], torch.arange(4000.0))
+            read_state_dict(tmp_path / name)
+    assert torch.equal(read_state_dict(tmp_path / "ok.bin")["w"], torch.arange(4000.0))
 
 
 def test_truncated_and_garbage_safetensors(tmp_path):
@@ -97,8 +99,8 @@ def test_truncated_and_garbage_safetensors(tmp_path):
     (tmp_path / "header_only.safetensors").write_bytes(data[:20])
     for name in ("cut", "junk", "header_only"):
         with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
-            ck.read_state_dict(tmp_path / f"{name}.safetensors")
-    assert torch.equal(ck.read_state_dict(tmp_path / "ok.safetensors")["w"], torch.ones(4000))
+            read_state_dict(tmp_path / f"{name}.safetensors")
+    assert torch.equal(read_state_dict(tmp_path / "ok.safetensors")["w"], torch.ones(4000))
 
 
 def test_legacy_torch_format_wrappers_and_non_tensors(tmp_path):
@@ -108,15 +110,15 @@ def test_legacy_torch_format_wrappers_and_non_tensors(tmp_path):
         legacy,
         _use_new_zipfile_serialization=False,
     )
-    assert list(ck.read_state_dict(legacy)) == ["a"]
+    assert list(read_state_dict(legacy)) == ["a"]
     torch.save({"a": torch.ones(2), "step": 7}, tmp_path / "mixed.bin")
     with pytest.raises(CheckpointError, match="not tensors.*step"):
-        ck.read_state_dict(tmp_path / "mixed.bin")
+        read_state_dict(tmp_path / "mixed.bin")
     torch.save([torch.ones(2)], tmp_path / "list.bin")
     with pytest.raises(CheckpointError, match="not a state dict"):
-        ck.read_state_dict(tmp_path / "list.bin")
+        read_state_dict(tmp_path / "list.bin")
     with pytest.raises(CheckpointError, match="does not exist"):
-        ck.read_state_dict(tmp_path / "nope.bin")
+        read_state_dict(tmp_path / "nope.bin")
 
 
 # --------------------------------------------------------------------------- parts
@@ -153,7 +155,7 @@ def test_published_parts_and_kinds(tiny_set, published):
 
 
 def test_check_keys_reports_missing_and_unexpected_by_name(published):
-    from facediffuser_core.subject import PostfuseModule
+    from facediffuser_core.subject.postfuse import PostfuseModule
 
     post = {
         k[len("postfuse_module.") :]: v
@@ -277,9 +279,7 @@ def test_dtype_casts_floating_tensors_only(tmp_path, published):
     sd = dict(published["tdm"])
     sd["vae.some_counter"] = torch.tensor([3, 4], dtype=torch.int64)
     torch.save(sd, tmp_path / "with_int.bin")
-    out = ck.convert(
-        tmp_path / "with_int.bin", tmp_path / "half", dtype=torch.float16, progress=False
-    )
+    out = convert(tmp_path / "with_int.bin", tmp_path / "half", dtype=torch.float16, progress=False)
     vae = load_file(str(out["vae"]))
     assert vae["some_counter"].dtype == torch.int64
     assert torch.equal(vae["some_counter"], torch.tensor([3, 4]))
@@ -293,13 +293,13 @@ def test_dtype_casts_floating_tensors_only(tmp_path, published):
 
 def test_convert_is_atomic_overwrites_and_drops_stale_sdm_parts(tmp_path, tiny_set):
     out = tmp_path / "set"
-    first = ck.convert(tiny_set.sdm_bin, out, progress=False)
+    first = convert(tiny_set.sdm_bin, out, progress=False)
     assert set(first) == {"unet", "vae", "text_encoder", "image_encoder", "postfuse"}
     assert ck.load_parts(out).kind == "sdm"
     # converting the TDM into the same folder replaces the files and removes the SDM-only ones
     with pytest.raises(CheckpointError, match="already holds a converted set"):
-        ck.convert(tiny_set.tdm_bin, out, progress=False)  # not without replace=True
-    second = ck.convert(tiny_set.tdm_bin, out, progress=False, replace=True)
+        convert(tiny_set.tdm_bin, out, progress=False)  # not without replace=True
+    second = convert(tiny_set.tdm_bin, out, progress=False, replace=True)
     assert set(second) == {"unet", "vae", "text_encoder"}
     assert sorted(p.name for p in out.iterdir()) == [
         "text_encoder.safetensors",
@@ -314,7 +314,7 @@ def test_convert_is_atomic_overwrites_and_drops_stale_sdm_parts(tmp_path, tiny_s
 
 def test_a_failed_write_leaves_the_old_file(tmp_path, tiny_set, monkeypatch):
     out = tmp_path / "set"
-    ck.convert(tiny_set.tdm_bin, out, progress=False)
+    convert(tiny_set.tdm_bin, out, progress=False)
     before = (out / "unet.safetensors").read_bytes()
 
     def boom(tensors, filename, metadata=None):
@@ -326,7 +326,7 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, tiny_set, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        ck.convert(tiny_set.sdm_bin, out, progress=False, replace=True)
+        convert(tiny_set.sdm_bin, out, progress=False, replace=True)
     assert (out / "unet.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == [
         "text_encoder.safetensors",
@@ -336,9 +336,9 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, tiny_set, monkeypatch):
 
 
 def test_progress_can_be_shown_or_hidden(tmp_path, tiny_set, capsys):
-    ck.convert(tiny_set.tdm_bin, tmp_path / "quiet", progress=False)
+    convert(tiny_set.tdm_bin, tmp_path / "quiet", progress=False)
     assert "converting" not in capsys.readouterr().err
-    ck.convert(tiny_set.tdm_bin, tmp_path / "loud", progress=True)
+    convert(tiny_set.tdm_bin, tmp_path / "loud", progress=True)
     assert "converting" in capsys.readouterr().err
 
 
@@ -366,6 +366,6 @@ def test_convert_never_overwrites_a_file_it_did_not_write(tmp_path, tiny_set):
     save({"w": torch.ones(3)}, str(out / "vae.safetensors"))  # the user's own file
     before = (out / "vae.safetensors").read_bytes()
     with pytest.raises(CheckpointError, match="not written by this converter"):
-        ck.convert(tiny_set.sdm_bin, out, progress=False)
+        convert(tiny_set.sdm_bin, out, progress=False)
     assert (out / "vae.safetensors").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == ["vae.safetensors"], "nothing else written"

@@ -133,7 +133,7 @@ def test_bad_input_is_one_clear_line(home, tiny_set, capsys, extra, message):
 
 
 def test_convert_and_tiny_commands(tmp_path, tiny_set, capsys):
-    from facediffuser_core.checkpoints import read_state_dict
+    from facediffuser_core.weights.reading import read_state_dict
 
     code, stdout, _ = run_cli(
         ["convert", tiny_set.sdm_bin, tmp_path / "set", "--no-progress"], capsys
@@ -184,7 +184,7 @@ def test_module_entry_point_runs():
 
 
 def test_tiny_comfyui_layout(tmp_path, capsys):
-    from facediffuser_core.modelfiles import find_tokenizer, scan_model_folder
+    from facediffuser_core.weights.modelfiles import find_tokenizer, scan_model_folder
 
     code, _, _ = run_cli(["tiny", tmp_path, "--comfyui"], capsys)
     assert code == 0

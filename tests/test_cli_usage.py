@@ -14,9 +14,8 @@ import sys
 import pytest
 import torch
 
-import facediffuser_core.cli_models as cli_models
-from facediffuser_core import memory
-from facediffuser_core.cli import main
+import facediffuser_core.cli.models as cli_models
+from facediffuser_core.cli import main, memory
 
 
 @pytest.fixture()
@@ -140,8 +139,8 @@ def test_png_given_to_convert(home, capsys):
 
 
 def test_html_page_saved_as_the_model(tmp_path):
-    from facediffuser_core.checkpoints import read_state_dict
     from facediffuser_core.errors import CheckpointError
+    from facediffuser_core.weights.reading import read_state_dict
 
     page = tmp_path / "pytorch_model.bin"
     page.write_text("<!DOCTYPE html><html><body>Access denied</body></html>")
@@ -238,7 +237,7 @@ def test_tiny_without_diffusers_says_what_to_install(tmp_path, capsys, monkeypat
 
 
 def test_a_missing_package_found_late_is_one_line_too(capsys, monkeypatch):
-    import facediffuser_core.cli_tools as tools
+    import facediffuser_core.cli.tools as tools
 
     def run(args):
         raise ModuleNotFoundError("No module named 'transformers'", name="transformers")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facediffuser_core import configs
 from facediffuser_core.errors import CheckpointError
+from facediffuser_core.weights import configs
 
 SD15_UNET = {
     "in_channels": 4,

@@ -10,24 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from facediffuser_core import doctor
 from facediffuser_core.cli import main
-from facediffuser_core.doctor import (
-    FAIL,
-    OK,
-    WARN,
-    Check,
-    Environment,
+from facediffuser_core.doctor import exit_code, format_report, probes, run_checks
+from facediffuser_core.doctor.modelfiles import (
     check_face_packs,
     check_facediffuser_models,
+    locate_models_dir,
+)
+from facediffuser_core.doctor.packages import (
     check_insightface,
     check_onnxruntime,
     check_python_torch,
-    exit_code,
-    format_report,
-    locate_models_dir,
-    run_checks,
 )
+from facediffuser_core.doctor.report import FAIL, OK, WARN, Check, Environment
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="runs the printed POSIX shell fix")
 
@@ -251,7 +246,7 @@ def test_fix_commands_use_the_running_interpreter_quoted():
 def test_probing_survives_missing_packages(monkeypatch):
     for name in ("torch", "onnxruntime", "insightface"):
         monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
-    env = doctor.probe_environment(try_cuda_session=False)
+    env = probes.probe_environment(try_cuda_session=False)
     assert env.torch_error and env.ort_error and env.insightface_error
     assert env.python_version == ".".join(map(str, sys.version_info[:3]))
     checks = check_python_torch(env) + check_onnxruntime(env) + check_insightface(env)
@@ -260,7 +255,7 @@ def test_probing_survives_missing_packages(monkeypatch):
 
 
 def test_requirement_names_skip_extras():
-    assert doctor._requirement_names(
+    assert probes._requirement_names(
         ["numpy", "onnxruntime>=1.16", 'PySide6-Essentials>=6.5; extra == "gui"', "opencv_python"]
     ) == ["numpy", "onnxruntime", "opencv-python"]
 
@@ -270,7 +265,7 @@ def test_cuda_session_probe_reports_a_fallback_and_restores_stderr():
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime may really start CUDA")
-    reason = doctor._probe_ort_cuda(ort)
+    reason = probes._probe_ort_cuda(ort)
     assert isinstance(reason, str) and reason
     os.write(2, b"")  # fd 2 is usable again
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facediffuser_core.doctor import FAIL, OK, WARN, Environment
-from facediffuser_core.doctor_runtime import (
+from facediffuser_core.doctor.report import FAIL, OK, WARN, Environment
+from facediffuser_core.doctor.runtime import (
     RUNTIME,
     Runtime,
     check_packages,

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from facediffuser_core.engine.stages import Stage, stage_counts
 from facediffuser_core.errors import InputError
 from facediffuser_core.evaluate import (
     Evaluation,
@@ -22,7 +23,6 @@ from facediffuser_core.evaluate import (
     method_settings,
 )
 from facediffuser_core.pipeline import GenerateSettings
-from facediffuser_core.stages import Stage, stage_counts
 
 
 def test_the_shipped_prompt_list():
@@ -87,7 +87,7 @@ def analyzer(tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("insightface")
     from facediffuser_core.faces import load_face_analysis
-    from facediffuser_core.tiny_faces import write_tiny_face_pack
+    from facediffuser_core.tiny.faces import write_tiny_face_pack
 
     root = tmp_path_factory.mktemp("faces")
     write_tiny_face_pack(root / "models" / "buffalo_l")

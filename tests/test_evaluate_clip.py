@@ -21,7 +21,7 @@ def test_clip_pixels_match_transformers_image_processor(tmp_path):
     from PIL import Image
 
     from facediffuser_core.evaluate import clip_image_settings, clip_pixels
-    from facediffuser_core.tiny import write_tiny_clip
+    from facediffuser_core.tiny.diffusion import write_tiny_clip
 
     folder = write_tiny_clip(tmp_path / "clip")
     rng = np.random.RandomState(0)
@@ -39,7 +39,7 @@ def test_scoring_prints_no_torchvision_warning(tmp_path):
     code = (
         "from PIL import Image\n"
         "from facediffuser_core.evaluate import ClipScorer\n"
-        "from facediffuser_core.tiny import write_tiny_clip\n"
+        "from facediffuser_core.tiny.diffusion import write_tiny_clip\n"
         f"scorer = ClipScorer(write_tiny_clip({str(tmp_path / 'clip')!r}))\n"
         "score = scorer([Image.new('RGB', (64, 48))], ['a man reading'])[0]\n"
         "assert -1 <= score <= 1\n"

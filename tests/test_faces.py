@@ -19,8 +19,8 @@ import torch
 
 from facediffuser_core import faces as fc
 from facediffuser_core.errors import CheckpointError, InputError, ModelError
-from facediffuser_core.tiny import _portrait
-from facediffuser_core.tiny_faces import (
+from facediffuser_core.tiny.diffusion import _portrait
+from facediffuser_core.tiny.faces import (
     DETECTOR_FILE,
     KEYPOINTS,
     RECOGNIZER_FILE,
@@ -68,7 +68,7 @@ def side_by_side(*images):
 
 def test_importing_faces_does_not_import_insightface():
     code = (
-        "import sys, facediffuser_core.faces, facediffuser_core.tiny_faces\n"
+        "import sys, facediffuser_core.faces, facediffuser_core.tiny.faces\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('insightface', 'onnxruntime', 'onnx', 'cv2'))\n"
         "assert not bad, bad\n"

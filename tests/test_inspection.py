@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from facediffuser_core.engine.sampling import StepRecord
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.inspection import heatmap, render_sheet
-from facediffuser_core.sampling import StepRecord
-from facediffuser_core.stages import Stage
 
 
 def records(fusion_steps: int, batch: int = 2):

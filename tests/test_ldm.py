@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facediffuser_core import ldm
-from facediffuser_core.configs import unet_config_from_diffusers, unet_config_from_ldm
 from facediffuser_core.errors import CheckpointError
+from facediffuser_core.weights import ldm
+from facediffuser_core.weights.configs import unet_config_from_diffusers, unet_config_from_ldm
 
 SD15 = {
     "sample_size": 64,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from facediffuser_core.errors import CheckpointError
-from facediffuser_core.modelfiles import (
+from facediffuser_core.weights.modelfiles import (
     find_tokenizer,
     model_entries,
     resolve_entry,

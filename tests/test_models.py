@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facediffuser_core import checkpoints as ck
 from facediffuser_core.errors import CheckpointError, ModelError
-from facediffuser_core.models import FaceDiffuserModels, build_models, load_models
+from facediffuser_core.weights import checkpoints as ck
+from facediffuser_core.weights.models import FaceDiffuserModels, build_models, load_models
 
 
 @pytest.fixture(scope="module")
 def tiny_set(tmp_path_factory):
-    from facediffuser_core.tiny import write_tiny_set
+    from facediffuser_core.tiny.diffusion import write_tiny_set
 
     return write_tiny_set(tmp_path_factory.mktemp("tiny_models"))
 
@@ -125,7 +125,7 @@ def test_shape_mismatch_is_a_checkpoint_error(tiny_set):
 
 def test_verify_parts_refuses_what_build_models_refuses_naming_the_file(tiny_set):
     """The ComfyUI loaders' check (no modules built) matches the CLI's, and names the file."""
-    from facediffuser_core.models import verify_parts
+    from facediffuser_core.weights.models import verify_parts
 
     verify_parts(ck.load_parts(tiny_set.sdm_bin))  # a sound SDM passes
     for damage, expected in (
@@ -159,7 +159,7 @@ def test_sd15_compatibility_checks_name_both_numbers(tiny_set):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from facediffuser_core.subject import PostfuseModule
+    from facediffuser_core.subject.postfuse import PostfuseModule
 
     parts = _parts(tiny_set)
     parts.parts["postfuse"] = _random_sd(lambda: PostfuseModule(32))
@@ -213,3 +213,22 @@ def test_incomplete_sdm_parts_are_refused(tiny_set):
     del parts.parts["postfuse"]
     with pytest.raises(CheckpointError, match="lacks postfuse"):
         build_models(parts)
+
+
+def test_each_part_config_is_inferred_once_per_load(tiny_set, monkeypatch):
+    """Reading an architecture from the weights walks every key: once per part per load."""
+    from facediffuser_core.weights import models
+
+    calls: dict[str, int] = {}
+
+    def counting(part, infer):
+        def wrapped(sd):
+            calls[part] = calls.get(part, 0) + 1
+            return infer(sd)
+
+        return wrapped
+
+    for part, infer in list(models._INFER.items()):
+        monkeypatch.setitem(models._INFER, part, counting(part, infer))
+    load_models(tiny_set.sdm_converted)
+    assert calls == dict.fromkeys(("unet", "vae", "text_encoder", "image_encoder", "postfuse"), 1)

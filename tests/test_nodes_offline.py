@@ -311,7 +311,7 @@ def test_person_inputs_are_taken_in_marker_order(host):
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
-    from facediffuser_core.text import load_tokenizer, write_tiny_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer, write_tiny_tokenizer
 
     return load_tokenizer(write_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer"))
 
@@ -347,7 +347,7 @@ def _encode(host, tokenizer, prompt, *people):
 
 
 def test_subject_encode_takes_a_batch_as_several_photos_of_one_person(host, tiny_tokenizer):
-    photos = importlib.import_module(f"{PACK}.facediffuser_core.photos")
+    photos = importlib.import_module(f"{PACK}.facediffuser_core.subject.photos")
     g = torch.Generator().manual_seed(0)
     alice = torch.rand(3, 40, 32, 3, generator=g)  # three photos of person 1
     bob = torch.rand(1, 24, 24, 3, generator=g)
@@ -689,3 +689,34 @@ def test_subject_encoder_and_clip_must_share_their_sdm(host, caplog):
         prov.check_wiring(
             cond(0.0), _tagged(host, 1.0, "text"), _tagged(host, 2.0, "subject"), sdm=model
         )
+
+
+def test_the_queue_sees_the_nodes_as_they_are_defined(host):
+    """Every (node, input) the queue writes exists on the node with the queue's range: a
+    renamed input or a changed limit breaks this test, not a user's batch."""
+    from facediffuser_core.apiqueue.batch import _convert
+    from facediffuser_core.apiqueue.graph import SAMPLERS, TARGETS
+    from facediffuser_core.ranges import NUMBERS
+
+    mappings = host.pack.NODE_CLASS_MAPPINGS
+    for sampler in SAMPLERS:
+        assert sampler in mappings, sampler
+    checked = 0
+    for setting, targets in TARGETS.items():
+        for class_type, name in targets:
+            if not class_type.startswith("FaceDiffuser"):
+                continue  # stock ComfyUI nodes: checked against /object_info at run time
+            spec = mappings[class_type].INPUT_TYPES()
+            inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+            assert name in inputs, f"{class_type} has no input {name!r} (queue setting {setting})"
+            options = inputs[name][1] if len(inputs[name]) > 1 else {}
+            if setting in NUMBERS:
+                low, high = options["min"], options["max"]
+                assert (low, high) == (NUMBERS[setting]["min"], NUMBERS[setting]["max"])
+                assert _convert(setting, high, Path(".")) == high
+                with pytest.raises(ValueError, match=setting):
+                    _convert(setting, high + 1, Path("."))
+                with pytest.raises(ValueError, match=setting):
+                    _convert(setting, low - 1, Path("."))
+                checked += 1
+    assert checked >= 6  # seed, steps, cfg x2, scene_end x2, fusion_end x2

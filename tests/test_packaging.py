@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,9 @@ def test_wheel_lists_every_core_package():
         ".".join(init.parent.relative_to(ROOT).parts)
         for init in (ROOT / "facediffuser_core").rglob("__init__.py")
     }
-    assert found == listed
+    data_only = {"facediffuser_core.workflows"}  # workflows/, mapped by package-dir
+    assert found == listed - data_only
+    assert config["tool"]["setuptools"]["package-dir"]["facediffuser_core.workflows"] == "workflows"
 
 
 def test_requirements_leave_torch_alone():
@@ -98,6 +101,158 @@ def test_importing_the_core_stays_light():
     code = (
         "import sys, facediffuser_core, facediffuser_core.snf, facediffuser_core.stages;"
         "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+APPLICATIONS = ("cli", "doctor", "evaluate", "apiqueue", "tiny")
+LIBRARY = ("engine", "subject", "weights", "faces", "pipeline", "inspection", "images", "files")
+
+
+def core_imports(path: Path) -> set[str]:
+    """Every facediffuser_core module a file imports (relative imports resolved, lazy ones too)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    package = parts if parts[-1] == "__init__" else parts[:-1]
+    package = [p for p in package if p != "__init__"]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return {m for m in found if m.startswith("facediffuser_core")}
+
+
+def test_engine_and_subject_never_import_an_application():
+    """The engine is a library: the CLI, doctor, evaluation, queue client and tiny models
+    are built on it, never the reverse (the queue client must stay out of its graph)."""
+    offenders = []
+    for path in core_files():
+        rel = path.relative_to(ROOT / "facediffuser_core").with_suffix("").parts
+        if rel[0] not in LIBRARY:
+            continue
+        for module in core_imports(path):
+            top = module.split(".")[1] if "." in module else ""
+            if top in APPLICATIONS:
+                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not offenders, offenders
+
+
+def test_prompt_parsing_is_torch_free():
+    """The queue client validates prompts with subject.prompt: no torch, numpy or models."""
+    path = ROOT / "facediffuser_core" / "subject" / "prompt.py"
+    heavy = {"torch", "numpy", "transformers", "diffusers"}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            assert not {a.name.split(".")[0] for a in node.names} & heavy
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            assert node.module.split(".")[0] not in heavy
+    assert {m.rsplit(".", 1)[0] for m in core_imports(path)} <= {
+        "facediffuser_core",
+        "facediffuser_core.errors",
+    }
+
+
+def test_public_api_import_paths():
+    """External code imports exactly these names and modules."""
+    import facediffuser_core
+    from facediffuser_core import snf, stages
+
+    for name in (
+        "FaceDiffuserPipeline",
+        "GenerateSettings",
+        "load_models",
+        "load_tokenizer",
+        "load_image",
+        "write_tiny_set",
+        "sample",
+    ):
+        assert callable(getattr(facediffuser_core, name)), name
+        assert name in facediffuser_core.__all__
+    for name in ("saliency", "fuse", "fuse_with_saliency", "fuse_denoised"):
+        assert callable(getattr(snf, name)), name
+    assert stages.stage_for_step(0, 0, 1) is stages.Stage.SCENE
+    assert stages.stage_for_step(1, 0, 1) is stages.Stage.FUSION
+
+
+def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
+    """`pip install .` (not editable): the queue's default workflows come with the package."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    source = tmp_path / "src"
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        if name.startswith(("tests/", "docs/", "benchmarks/")) or not (ROOT / name).is_file():
+            continue
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    wheels = tmp_path / "wheels"
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if built.returncode and "No module named pip" in built.stderr:
+        pytest.skip("pip is not available")
+    assert built.returncode == 0, built.stderr
+    (wheel,) = wheels.glob("*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(site)
+    for workflow in ("facediffuser_one_person.json", "facediffuser_two_people.json"):
+        assert f"facediffuser_core/workflows/api/{workflow}" in names
+    assert "facediffuser_core/workflows/quick/facediffuser_one_person.json" in names
+    code = (
+        "from facediffuser_core.apiqueue.runner import shipped_workflow;"
+        "print(shipped_workflow(1)); print(shipped_workflow(2))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    for line in run.stdout.split():
+        assert Path(line).is_relative_to(site), line
+
+
+def test_the_queue_client_needs_no_torch():
+    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch."""
+    import subprocess
+
+    code = (
+        "import sys, facediffuser_core.apiqueue, facediffuser_core.apiqueue.cli;"
+        "print(sorted(m for m in ('torch', 'numpy', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from facediffuser_core.errors import InputError
-from facediffuser_core.photos import mean_per_person, person_photos, preprocess_people
-from facediffuser_core.subject import PostfuseModule, SubjectEncoder, preprocess_reference
+from facediffuser_core.subject.photos import mean_per_person, person_photos, preprocess_people
+from facediffuser_core.subject.postfuse import PostfuseModule, SubjectEncoder
+from facediffuser_core.subject.reference import preprocess_reference
 
 
 def _photos(n, seed, h=40, w=30):

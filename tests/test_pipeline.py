@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import facediffuser_core.pipeline as pipeline_module
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.errors import InputError, ModelError, PromptError
 from facediffuser_core.pipeline import FaceDiffuserPipeline, GenerateSettings
-from facediffuser_core.stages import Stage
 
 PROMPT = "a man <|image|> and a woman <|image|> at the beach"
 
@@ -146,3 +146,35 @@ def test_zero_region_keeps_the_tdm_everywhere_in_fusion(tiny_pipeline, tiny_refe
     assert any(r.sdm_mask.max() > 0 for r in free.sampling.records if r.sdm_mask is not None)
     assert torch.equal(full.latents, free.latents)
     assert not torch.equal(none.latents, free.latents)
+
+
+def test_encode_subject_takes_any_text_encoder(tiny_pipeline, tiny_references):
+    """One recipe for every host: the text encoder is passed in and its output is what the
+    post-fusion binds to (here doubled, as a host's own encoder might scale it)."""
+    from facediffuser_core.subject.encode import encode_subject
+    from facediffuser_core.subject.text import encode_chunks, encoder_for, special_ids
+
+    sdm = tiny_pipeline.sdm
+    kw = dict(
+        tokenize=encoder_for(tiny_pipeline.tokenizer),
+        special=special_ids(tiny_pipeline.tokenizer),
+        subject_encoder=sdm.subject_encoder,
+    )
+    with torch.no_grad():
+        plain = encode_subject(
+            PROMPT, tiny_references, encode_text=lambda c: encode_chunks(sdm.text_encoder, c), **kw
+        )
+        doubled = encode_subject(
+            PROMPT,
+            tiny_references,
+            encode_text=lambda c: 2 * encode_chunks(sdm.text_encoder, c),
+            **kw,
+        )
+    cond, crops = tiny_pipeline.encode(settings(), tiny_references)
+    assert torch.equal(plain.text, cond.text) and torch.equal(plain.subject, cond.subject)
+    assert torch.equal(plain.crops, crops)
+    assert torch.equal(doubled.text, 2 * plain.text)
+    marked = list(plain.chunks.positions)
+    unmarked = [i for i in range(plain.text.shape[1]) if i not in marked]
+    assert torch.equal(doubled.subject[:, unmarked], 2 * plain.subject[:, unmarked])
+    assert not torch.equal(doubled.subject[:, marked], 2 * plain.subject[:, marked])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from facediffuser_core.engine.presets import PRESETS, get_preset
+from facediffuser_core.engine.schedulers import make_scheduler
+from facediffuser_core.engine.sigmas import stage_entries
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.errors import InputError
 from facediffuser_core.pipeline import GenerateSettings
-from facediffuser_core.presets import PRESETS, get_preset
-from facediffuser_core.schedulers import make_scheduler
-from facediffuser_core.stages import Stage, stage_entries
 from tests.test_sampling import FakeEps, run
 
 

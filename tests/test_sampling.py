@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import facediffuser_core.sampling as sampling
+import facediffuser_core.engine.sampling as sampling
+from facediffuser_core.engine.sampling import Conditioning, sample
+from facediffuser_core.engine.schedulers import make_scheduler
+from facediffuser_core.engine.snf import FusionSettings, fuse
+from facediffuser_core.engine.stages import Stage
 from facediffuser_core.errors import InputError, ModelError
-from facediffuser_core.sampling import Conditioning, sample
-from facediffuser_core.schedulers import make_scheduler
-from facediffuser_core.snf import FusionSettings, fuse
-from facediffuser_core.stages import Stage
 
 NULL, TEXT, SUBJECT = 0.0, 1.0, 2.0
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from facediffuser_core.engine.snf import FusionSettings, fuse, fuse_with_saliency, saliency
 from facediffuser_core.errors import InputError
-from facediffuser_core.snf import FusionSettings, fuse, fuse_with_saliency, saliency
 
 
 def reference_style_fusion(eps_g, eps_e, r_g, r_e):
@@ -156,7 +156,7 @@ def test_bad_inputs_are_refused():
 
 
 def test_denoised_space_fusion_equals_epsilon_space_fusion():
-    from facediffuser_core.snf import fuse_denoised
+    from facediffuser_core.engine.snf import fuse_denoised
 
     g = torch.Generator().manual_seed(11)
     x = torch.randn(2, 4, 16, 16, generator=g) * 3
@@ -217,7 +217,7 @@ def test_soft_mode_weights_come_from_the_same_probabilities():
     expected = 1 / (1 + ref_sg / ref_se)
     assert torch.equal(result.sdm_mask, expected)
     # both probabilities underflowing to 0 is a tie: the TDM keeps the pixel
-    from facediffuser_core.snf import soft_weight
+    from facediffuser_core.engine.snf import soft_weight
 
     zero = torch.zeros(1, 1, 2, 2)
     assert torch.equal(soft_weight(zero, zero, 1.0), zero)
@@ -264,7 +264,7 @@ def test_region_limits_the_sdm_to_its_area_and_blends_soft_edges():
 
 
 def test_denoised_fusion_takes_a_region():
-    from facediffuser_core.snf import fuse_denoised
+    from facediffuser_core.engine.snf import fuse_denoised
 
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 4, 16, 16, generator=g)
@@ -288,7 +288,7 @@ def test_bad_regions_are_refused():
 def test_solid_masks_stay_exactly_white_or_black_on_the_latent_grid():
     # A 64x antialiased downscale of a white mask lands some cells at 0.99999994, which would
     # blend instead of letting fusion run unconstrained (ComfyUI's 512 mask on a 64 px run).
-    from facediffuser_core.regions import region_for_latents
+    from facediffuser_core.engine.regions import region_for_latents
 
     for size in (512, 1024, 96):
         assert torch.equal(

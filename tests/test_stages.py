@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facediffuser_core.errors import InputError
-from facediffuser_core.stages import (
+from facediffuser_core.engine.sigmas import step_index_for_sigma, step_indices
+from facediffuser_core.engine.stages import (
     Stage,
     boundaries_for_steps,
     boundary_fractions,
     stage_counts,
     stage_for_step,
-    step_index_for_sigma,
-    step_indices,
 )
+from facediffuser_core.errors import InputError
 
 
 def test_reference_semantics_at_the_boundaries():

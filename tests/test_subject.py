@@ -10,25 +10,34 @@ import torch
 import torch.nn.functional as F
 
 from facediffuser_core.errors import InputError, ModelError, PromptError
-from facediffuser_core.subject import (
-    CLIP_MEAN,
-    CLIP_STD,
-    MARKER,
-    MAX_SUBJECTS,
+from facediffuser_core.subject.postfuse import (
     MLP,
-    ParsedPrompt,
     PostfuseModule,
     SubjectEncoder,
+    subject_conditioning,
+)
+from facediffuser_core.subject.prompt import (
+    MARKER,
+    MAX_SUBJECTS,
+    ParsedPrompt,
     SubjectTokens,
     TokenChunks,
     chunk_tokens,
     parse_prompt,
-    preprocess_reference,
-    preprocess_references,
-    subject_conditioning,
     tokenize_prompt,
 )
-from facediffuser_core.text import encoder_for, load_tokenizer, special_ids, write_tiny_tokenizer
+from facediffuser_core.subject.reference import (
+    CLIP_MEAN,
+    CLIP_STD,
+    preprocess_reference,
+    preprocess_references,
+)
+from facediffuser_core.subject.text import (
+    encoder_for,
+    load_tokenizer,
+    special_ids,
+    write_tiny_tokenizer,
+)
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)

@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from facediffuser_core.errors import CheckpointError, InputError, ModelError
-from facediffuser_core.subject import (
-    PostfuseModule,
-    chunk_tokens,
-    subject_conditioning,
-    tokenize_prompt,
-)
-from facediffuser_core.text import (
+from facediffuser_core.subject.postfuse import PostfuseModule, subject_conditioning
+from facediffuser_core.subject.prompt import chunk_tokens, tokenize_prompt
+from facediffuser_core.subject.text import (
     _bytes_to_unicode,
     encode_chunks,
     encoder_for,

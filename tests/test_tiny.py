@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from facediffuser_core import configs, tiny
-from facediffuser_core.checkpoints import PART_PREFIXES, split_published
+from facediffuser_core.tiny import diffusion as tiny
+from facediffuser_core.weights import configs
+from facediffuser_core.weights.checkpoints import PART_PREFIXES, split_published
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_weights_are_nontrivial(dicts):
 
 
 def test_configs_inferred_from_tiny_weights_match_the_factory(dicts):
-    from facediffuser_core.text import load_tokenizer, special_ids, write_tiny_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer, special_ids, write_tiny_tokenizer
 
     parts = split_published(dicts["sdm"])
     unet = configs.unet_config_from_diffusers(parts["unet"])
@@ -87,7 +88,7 @@ def test_configs_inferred_from_tiny_weights_match_the_factory(dicts):
 
 
 def test_written_set(tiny_set):
-    from facediffuser_core.text import load_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer
 
     assert tiny_set.sdm_bin == tiny_set.root / "SDM" / "pytorch_model.bin"
     assert tiny_set.tdm_bin == tiny_set.root / "TDM" / "pytorch_model.bin"

@@ -7,7 +7,7 @@ import torch
 
 
 def test_stock_checkpoint_layout_is_what_comfyui_detects_as_sd15():
-    from facediffuser_core.tiny_stock import stock_sd15_state_dict
+    from facediffuser_core.tiny.stock import stock_sd15_state_dict
 
     sd = stock_sd15_state_dict()
     unet = "model.diffusion_model."

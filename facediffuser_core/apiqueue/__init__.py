@@ -20,63 +20,60 @@ most ``depth`` of our prompts on each). It
 Only the standard library is used for HTTP and the websocket; ``tqdm`` draws the bar.
 
 Modules, lowest layer first (each imports only the ones above it): ``errors`` (the
-exceptions), ``graph`` (workflow graphs), ``client`` (HTTP, websocket), ``batch`` (batch
-files), ``manifest`` (``manifest.json``), ``runner`` (the queue), ``cli`` (the command).
+exceptions), ``graph`` (loading and converting workflow graphs), ``photos``, ``settings``
+(settings by meaning), ``rejections`` (readable server errors), ``client`` (HTTP),
+``websocket`` (``/ws`` progress), ``batch`` (batch files), ``manifest`` (``manifest.json``),
+``jobs`` (the queue's values), ``server`` (one thread per server), ``dispatch`` (the
+dispatcher), ``runner`` (planning, :func:`run_queue`), ``cli`` (the command). It is a client
+of ComfyUI, built on the engine's torch-free prompt parsing; the engine never imports it.
 """
 
 from __future__ import annotations
 
+from ..subject.prompt import MARKER
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .batch import ALIASES, COLUMNS, FLOAT_KEYS, INT_KEYS, BatchItem, make_item, read_batch
 from .cli import add_arguments, run_cli
-from .client import (
-    DEFAULT_SERVER,
-    USER_AGENT,
-    ComfyClient,
-    WebSocket,
-    fetch_object_info,
-    normalize_url,
-)
+from .client import DEFAULT_SERVER, USER_AGENT, ComfyClient, fetch_object_info, normalize_url
+from .dispatch import QueueRunner
 from .errors import PromptRejected, QueueError, ServerUnreachable
 from .graph import (
     CONTROL_VALUES,
-    MAX_PEOPLE,
     MODEL_INPUTS,
     SAMPLERS,
-    SETTING_KEYS,
     TARGETS,
     VIRTUAL_NODES,
     WIDGET_TYPES,
-    PersonChain,
-    apply_settings,
-    check_graph,
-    describe_execution_error,
-    describe_rejection,
-    graph_settings,
     input_specs,
     is_server_problem,
     is_ui_workflow,
     is_widget,
     load_workflow,
-    person_chains,
     server_problems,
     ui_to_api,
 )
-from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
-from .runner import (
-    MARKER,
+from .jobs import (
     ONE_PERSON,
     QUEUE_CHECK_S,
     TWO_PEOPLE,
     WORKFLOW_DIR,
     QueueOptions,
     QueueResult,
-    QueueRunner,
     Workflow,
-    run_queue,
-    shipped_workflow,
-    summary,
     upload_name,
 )
+from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
+from .rejections import describe_execution_error, describe_rejection
+from .runner import run_queue, shipped_workflow, summary
+from .settings import (
+    SETTING_KEYS,
+    PersonChain,
+    apply_settings,
+    check_graph,
+    graph_settings,
+    person_chains,
+)
+from .websocket import WebSocket
 
 __all__ = [
     "ALIASES",

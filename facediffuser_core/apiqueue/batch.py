@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceDiffuserError
+from ..ranges import NUMBERS, check_number
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
-from .graph import MAX_PEOPLE, SETTING_KEYS
+from .settings import SETTING_KEYS
 
 INT_KEYS = ("seed", "steps", "width", "height", "batch_size")
 FLOAT_KEYS = ("cfg", "scene_end", "fusion_end")
@@ -102,10 +104,8 @@ def _convert(key: str, value: Any, base: Path) -> Any:
             number = int(value) if not isinstance(value, str) else int(value.strip())
         except ValueError:
             raise ValueError(f"{key} must be a whole number, got {value!r}") from None
-        if key == "seed" and not 0 <= number < 2**64:
-            raise ValueError(f"seed must be between 0 and 2^64-1, got {number}")
-        if key == "steps" and not 1 <= number <= 10000:
-            raise ValueError(f"steps must be 1 to 10000, got {number}")
+        if key in NUMBERS:
+            check_number(key, number)
         if key in ("width", "height") and (number < 16 or number > 16384 or number % 8):
             raise ValueError(f"{key} must be a multiple of 8 from 16 to 16384, got {number}")
         if key == "batch_size" and not 1 <= number <= 4096:
@@ -116,10 +116,7 @@ def _convert(key: str, value: Any, base: Path) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key} must be a number, got {value!r}") from None
-        if key == "cfg" and not 0 <= number <= 100:
-            raise ValueError(f"cfg must be 0 to 100, got {number}")
-        if key != "cfg" and not 0 <= number <= 1:
-            raise ValueError(f"{key} is a fraction of the steps, 0 to 1, got {number}")
+        check_number(key, number)
         return number
     if key == "references":
         # people are separated by ';' (or '|'), one person's photos by ','
@@ -168,7 +165,7 @@ def make_item(
         prompt = item.settings.get("prompt")
         refs = item.settings.get("references")
         if prompt is not None:
-            from ..subject import parse_prompt, require_subjects
+            from ..subject.prompt import parse_prompt, require_subjects
 
             parsed = parse_prompt(prompt)
             if refs is not None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from .batch import _convert, make_item, read_batch
 from .client import DEFAULT_SERVER
 from .errors import QueueError
-from .runner import QueueOptions, run_queue, summary
+from .jobs import QueueOptions
+from .runner import run_queue, summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +89,7 @@ def run_cli(args: argparse.Namespace) -> int:
     }
     if args.depth < 1 or args.retries < 0 or args.timeout <= 0 or args.poll <= 0:
         raise QueueError("--depth must be >= 1, --retries >= 0, --timeout and --poll > 0")
-    from ..usage import check_out_folder
+    from ..cli.usage import check_out_folder
 
     check_out_folder(args.out)
     cwd = Path.cwd()

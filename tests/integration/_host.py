@@ -34,7 +34,7 @@ PACK_NAME = "facediffuser"
 API_DIR = ROOT / "workflows" / "api"
 UI_DIR = ROOT / "workflows"
 SMALL, STEPS = 64, 8
-STOCK_SD15 = "tiny-sd15.safetensors"  # facediffuser_core.tiny_stock, in models/checkpoints
+STOCK_SD15 = "tiny-sd15.safetensors"  # facediffuser_core.tiny.stock, in models/checkpoints
 NO_FACE = "facediffuser_no_face.png"  # nothing skin-coloured in it
 FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 2.3 GB, ~1 min more
 
@@ -333,7 +333,7 @@ def object_info(server) -> dict:
 
 
 def fusion_steps(steps: int) -> int:
-    from facediffuser_core.stages import (
+    from facediffuser_core.engine.stages import (
         Stage,
         boundaries_for_steps,
         boundary_fractions,

@@ -31,12 +31,12 @@ def main() -> None:
     pack = importlib.util.module_from_spec(spec)
     sys.modules["facediffuser_pack"] = pack
     spec.loader.exec_module(pack)
-    from facediffuser_pack.facediffuser_core.checkpoints import load_parts
     from facediffuser_pack.facediffuser_core.images import load_image
-    from facediffuser_pack.facediffuser_core.models import build_subject_encoder
-    from facediffuser_pack.facediffuser_core.photos import preprocess_people
-    from facediffuser_pack.facediffuser_core.subject import chunk_tokens, tokenize_prompt
-    from facediffuser_pack.facediffuser_core.text import encoder_for, special_ids
+    from facediffuser_pack.facediffuser_core.subject.photos import preprocess_people
+    from facediffuser_pack.facediffuser_core.subject.prompt import chunk_tokens, tokenize_prompt
+    from facediffuser_pack.facediffuser_core.subject.text import encoder_for, special_ids
+    from facediffuser_pack.facediffuser_core.weights.checkpoints import load_parts
+    from facediffuser_pack.facediffuser_core.weights.models import build_subject_encoder
     from facediffuser_pack.nodes.comfy_models import load_checkpoint
     from facediffuser_pack.nodes.subject_encode import SubjectEncode, _hf_tokenizer
 

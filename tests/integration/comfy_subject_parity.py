@@ -30,10 +30,10 @@ def main() -> None:
     pack = importlib.util.module_from_spec(spec)
     sys.modules["facediffuser_pack"] = pack
     spec.loader.exec_module(pack)
-    from facediffuser_pack.facediffuser_core.checkpoints import load_parts
     from facediffuser_pack.facediffuser_core.images import load_image
-    from facediffuser_pack.facediffuser_core.models import build_subject_encoder
-    from facediffuser_pack.facediffuser_core.subject import preprocess_references
+    from facediffuser_pack.facediffuser_core.subject.reference import preprocess_references
+    from facediffuser_pack.facediffuser_core.weights.checkpoints import load_parts
+    from facediffuser_pack.facediffuser_core.weights.models import build_subject_encoder
     from facediffuser_pack.nodes.comfy_subject import SubjectEncoderHandle
 
     parts = load_parts(sdm_file)

@@ -53,8 +53,8 @@ def tiny_models(tmp_path_factory):
     """
     from PIL import Image
 
-    from facediffuser_core.tiny import write_tiny_set
-    from facediffuser_core.tiny_stock import write_stock_sd15_checkpoint
+    from facediffuser_core.tiny.diffusion import write_tiny_set
+    from facediffuser_core.tiny.stock import write_stock_sd15_checkpoint
 
     tiny = tmp_path_factory.mktemp("comfy-tiny")
     write_tiny_set(tiny, comfyui=True)

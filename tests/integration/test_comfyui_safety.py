@@ -27,7 +27,7 @@ FOLDERS_RULE = "only files and converted sets inside models/facediffuser"
 @pytest.fixture(scope="module")
 def models(server):
     """Extra files in the server's models/facediffuser: a second SDM and damaged ones."""
-    from facediffuser_core.tiny import tiny_state_dicts
+    from facediffuser_core.tiny.diffusion import tiny_state_dicts
 
     root = Path(server["process"].models) / "facediffuser"
     other = tiny_state_dicts(seed=1)["sdm"]  # same widths as the shipped tiny SDM, other weights

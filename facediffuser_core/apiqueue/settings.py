@@ -1,0 +1,284 @@
+"""Settings by meaning: the people's chains, and prompt, photos, seed, steps, cfg, stage
+boundaries and size written into a graph (nodes found by class, never by id).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FaceDiffuserError
+from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
+from .errors import QueueError
+from .graph import SAMPLERS, TARGETS, _is_link, _node_label
+from .photos import PHOTO_BATCH, add_photos
+
+# ------------------------------------------------------------------ overrides by meaning
+
+
+@dataclass(frozen=True)
+class PersonChain:
+    """The nodes from a ``LoadImage`` to a Subject Encode ``person_i`` input (image last)."""
+
+    index: int
+    nodes: tuple[str, ...]  # direct source first, the LoadImage last
+
+    @property
+    def load_image(self) -> str:
+        return self.nodes[-1]
+
+
+def _nodes_of(graph: Mapping[str, Any], class_type: str) -> list[str]:
+    return sorted(
+        (k for k, n in graph.items() if n.get("class_type") == class_type),
+        key=lambda k: (len(k), k),
+    )
+
+
+def person_chains(graph: Mapping[str, Any]) -> list[PersonChain]:
+    """Which ``LoadImage`` feeds ``person_1`` ... of the (first) Subject Encode node."""
+    encoders = _nodes_of(graph, "FaceDiffuserSubjectEncode")
+    if not encoders:
+        return []
+    inputs = graph[encoders[0]]["inputs"]
+    chains = []
+    for i in range(1, MAX_PEOPLE + 1):
+        link = inputs.get(f"person_{i}")
+        if not _is_link(link):
+            continue
+        if len(chains) != i - 1:
+            raise QueueError(
+                f"{_node_label(graph, encoders[0])} has person_{i} wired but not "
+                f"person_{len(chains) + 1}: wire the people in order, from person_1"
+            )
+        chain, node_id = [], str(link[0])
+        for _ in range(32):
+            node = graph.get(node_id)
+            if node is None:
+                raise QueueError(f"the workflow links to node {node_id}, which is not in it")
+            chain.append(node_id)
+            if node["class_type"] == "LoadImage":
+                break
+            linked = {k: v for k, v in node["inputs"].items() if _is_link(v)}
+            if node["class_type"] == PHOTO_BATCH:  # several photos: the first one's chain
+                linked = {k: v for k, v in linked.items() if k == "image1"}
+            pick = next((linked[k] for k in ("images", "image", "pixels") if k in linked), None)
+            if pick is None and len(linked) == 1:
+                pick = next(iter(linked.values()))
+            if pick is None:
+                raise QueueError(
+                    f"cannot tell which Load Image node feeds person_{i}: "
+                    f"{_node_label(graph, node_id)} has no 'images' input; feed each person "
+                    "from a Load Image node (directly or through Face Crop)"
+                )
+            node_id = str(pick[0])
+        else:
+            raise QueueError(f"person_{i} is not fed by a Load Image node within 32 nodes")
+        chains.append(PersonChain(i, tuple(chain)))
+    bottoms = [c.load_image for c in chains]
+    if len(set(bottoms)) != len(bottoms):
+        raise QueueError(
+            "two people of the workflow come from the same Load Image node: give each person "
+            "its own Load Image node"
+        )
+    return chains
+
+
+def _consumers(graph: Mapping[str, Any], node_id: str) -> list[tuple[str, str]]:
+    return [
+        (k, name)
+        for k, n in graph.items()
+        for name, v in n["inputs"].items()
+        if _is_link(v) and str(v[0]) == node_id
+    ]
+
+
+def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
+    """Point the people's Load Image nodes at ``names``, adding or removing people.
+
+    A person given several photos (a list of names) gets a chain per photo joined by
+    ``ImageBatch`` nodes (see :mod:`photos`).
+    """
+    chains = person_chains(graph)
+    if any(graph[n]["class_type"] == PHOTO_BATCH for chain in chains for n in chain.nodes):
+        raise QueueError(
+            "the workflow already joins several photos of a person with Image Batch: give "
+            "the queue a workflow with one Load Image per person (the queue adds the batch)"
+        )
+    if not chains:
+        raise QueueError(
+            "the workflow has no Face-diffuser Subject Encode node with person inputs to take "
+            "the reference images: use a Face-diffuser workflow (see workflows/)"
+        )
+    encoder = graph[_nodes_of(graph, "FaceDiffuserSubjectEncode")[0]]
+    wanted = len(names)
+    if wanted > MAX_PEOPLE:
+        raise QueueError(f"{wanted} references given; Face-diffuser takes at most {MAX_PEOPLE}")
+    # fewer people: unwire person_k everywhere it is wired from the same source, prune
+    for chain in chains[wanted:]:
+        source = encoder["inputs"][f"person_{chain.index}"]
+        for node in graph.values():
+            if node["inputs"].get(f"person_{chain.index}") == source:
+                del node["inputs"][f"person_{chain.index}"]
+        for _ in range(len(chain.nodes) + 1):
+            orphans = [k for k in chain.nodes if k in graph and not _consumers(graph, k)]
+            if not orphans:
+                break
+            for k in orphans:
+                del graph[k]
+    chains = chains[:wanted]
+    # more people: copy person_1's chain (Load Image, Face Crop, ...) for each new person
+    if wanted > len(chains):
+        base = chains[0]
+        source = encoder["inputs"]["person_1"]
+        next_id = max((int(k) for k in graph if k.isdigit()), default=0) + 1
+        for i in range(len(chains) + 1, wanted + 1):
+            ids = {}
+            for old in base.nodes:
+                ids[old] = str(next_id)
+                next_id += 1
+            for old in base.nodes:
+                clone = copy.deepcopy(graph[old])
+                for name, value in clone["inputs"].items():
+                    if _is_link(value) and str(value[0]) in ids:
+                        clone["inputs"][name] = [ids[str(value[0])], value[1]]
+                title = (clone.get("_meta") or {}).get("title")
+                if title:
+                    clone["_meta"]["title"] = re.sub(r"\b1\b", str(i), title)
+                graph[ids[old]] = clone
+            new_source = [ids[str(source[0])], source[1]]
+            for node in graph.values():
+                if node["inputs"].get("person_1") == source:
+                    node["inputs"][f"person_{i}"] = list(new_source)
+            chains.append(PersonChain(i, tuple(ids[k] for k in base.nodes)))
+    for chain, name in zip(chains, names, strict=False):
+        photos = [name] if isinstance(name, str) else list(name)
+        graph[chain.load_image]["inputs"]["image"] = photos[0]
+        if len(photos) > 1:
+            source = encoder["inputs"][f"person_{chain.index}"]
+            add_photos(graph, chain.nodes, photos, source, chain.index)
+
+
+def _set_input(graph: dict, key: str, value: Any) -> int:
+    count = 0
+    for class_type, name in TARGETS[key]:
+        for node_id in _nodes_of(graph, class_type):
+            inputs = graph[node_id]["inputs"]
+            current = inputs.get(name)
+            if _is_link(current):
+                raise QueueError(
+                    f"{key}: input {name} of {_node_label(graph, node_id)} is wired from node "
+                    f"{current[0]}, so the queue cannot set it: make it a plain value (a "
+                    "widget) in the workflow"
+                )
+            inputs[name] = value
+            count += 1
+    return count
+
+
+def _set_negative(graph: dict, text: str) -> int:
+    count = 0
+    for class_type in SAMPLERS:
+        for node_id in _nodes_of(graph, class_type):
+            link = graph[node_id]["inputs"].get("negative")
+            if not _is_link(link):
+                continue
+            source = graph.get(str(link[0])) or {}
+            if source.get("class_type") != "CLIPTextEncode":
+                raise QueueError(
+                    f"negative: the negative of {_node_label(graph, node_id)} is not a CLIP Text "
+                    "Encode node, so the queue cannot set its text"
+                )
+            source["inputs"]["text"] = text
+            count += 1
+    return count
+
+
+SETTING_KEYS = (
+    "prompt",
+    "references",
+    "negative",
+    "seed",
+    "steps",
+    "cfg",
+    "scene_end",
+    "fusion_end",
+    "width",
+    "height",
+    "batch_size",
+)
+
+
+def apply_settings(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:
+    """A copy of ``graph`` with the settings applied to the nodes that mean them.
+
+    ``settings`` keys: ``prompt``, ``references`` (image names on the server, in marker
+    order; a list of names for a person with several photos), ``negative``, ``seed``,
+    ``steps``, ``cfg``, ``scene_end``, ``fusion_end``, ``width``, ``height``,
+    ``batch_size``; None values are left as in the graph.
+    """
+    graph = copy.deepcopy(dict(graph))
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key == "references":
+            _set_people(graph, list(value))
+            continue
+        if key == "negative":
+            found = _set_negative(graph, value)
+        elif key in TARGETS:
+            found = _set_input(graph, key, value)
+        else:
+            raise QueueError(f"unknown setting {key!r}: known are {', '.join(SETTING_KEYS)}")
+        if not found:
+            where = ", ".join(f"{c}.{n}" for c, n in TARGETS.get(key, (("CLIPTextEncode", ""),)))
+            raise QueueError(
+                f"{key} was given but the workflow has no node that takes it ({where}): "
+                "leave it out or use a workflow that has such a node"
+            )
+    return graph
+
+
+def graph_settings(graph: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a graph will run with (first node of each kind), for the manifest."""
+    out: dict[str, Any] = {}
+    for key, pairs in TARGETS.items():
+        for class_type, name in pairs:
+            ids = _nodes_of(graph, class_type)
+            if ids and not _is_link(graph[ids[0]]["inputs"].get(name)):
+                out[key] = graph[ids[0]]["inputs"].get(name)
+                break
+    try:
+        chains = person_chains(graph)
+    except QueueError:
+        chains = []
+    out["references"] = [graph[c.load_image]["inputs"].get("image") for c in chains]
+    return out
+
+
+def check_graph(graph: Mapping[str, Any]) -> None:
+    """Refuse what would only fail on the server: marker count, stage boundaries."""
+    from ..subject.prompt import parse_prompt, require_subjects  # torch: imported only when needed
+
+    people = len(person_chains(graph))
+    for node_id in _nodes_of(graph, "FaceDiffuserSubjectEncode"):
+        prompt = graph[node_id]["inputs"].get("prompt")
+        if isinstance(prompt, str):
+            try:
+                require_subjects(parse_prompt(prompt), people)
+            except FaceDiffuserError as exc:
+                raise QueueError(f"{_node_label(graph, node_id)}: {exc}") from None
+    for class_type in SAMPLERS:
+        for node_id in _nodes_of(graph, class_type):
+            inputs = graph[node_id]["inputs"]
+            scene, fusion = inputs.get("scene_end"), inputs.get("fusion_end")
+            if isinstance(scene, (int, float)) and isinstance(fusion, (int, float)):
+                if not 0 <= scene <= fusion <= 1:
+                    raise QueueError(
+                        f"{_node_label(graph, node_id)}: scene_end {scene} and fusion_end "
+                        f"{fusion} must satisfy 0 <= scene_end <= fusion_end <= 1 (paper: "
+                        "0.32 and 0.62)"
+                    )
