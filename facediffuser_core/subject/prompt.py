@@ -104,8 +104,9 @@ def require_subjects(parsed: ParsedPrompt, num_references: int) -> None:
     if parsed.num_subjects != num_references:
         raise PromptError(
             f"the prompt has {parsed.num_subjects} {MARKER} marker(s) but "
-            f"{num_references} reference image(s) were given: give exactly one image per "
-            "marker, in marker order (image 1 binds the first marker)"
+            f"{num_references} reference image(s) were given: give exactly one person per "
+            "marker (one image, or several photos of that one person), in marker order "
+            "(person 1 binds the first marker)"
         )
 
 
