@@ -130,9 +130,9 @@ MODE_TIP = (
 
 
 def settings_inputs() -> list:
-    """mode (with temperature shown only for soft, where the host can) and kernel_size."""
-    temperature = io.Float.Input(
-        "temperature",
+    """mode (temperature shown only for soft, where the host can), kernel_size."""
+    temperature = dict(
+        id="temperature",
         default=1.0,
         min=0.01,
         max=100.0,
@@ -140,19 +140,6 @@ def settings_inputs() -> list:
         tooltip="Soft mode only: 1 blends in proportion to saliency; small values approach "
         "hard selection, large values a 50/50 mix.",
     )
-    if HAS_DYNAMIC_COMBO:
-        mode = [
-            io.DynamicCombo.Input(
-                "mode",
-                options=[
-                    io.DynamicCombo.Option("hard", []),
-                    io.DynamicCombo.Option("soft", [temperature]),
-                ],
-                tooltip=MODE_TIP,
-            )
-        ]
-    else:
-        mode = [io.Combo.Input("mode", options=["hard", "soft"], tooltip=MODE_TIP), temperature]
     kernel = io.Int.Input(
         "kernel_size",
         default=4,
@@ -162,7 +149,22 @@ def settings_inputs() -> list:
         "softmax (paper: 4).",
         **advanced(),
     )
-    return [*mode, kernel]
+    if HAS_DYNAMIC_COMBO:
+        return [
+            io.DynamicCombo.Input(
+                "mode",
+                options=[
+                    io.DynamicCombo.Option("hard", []),
+                    io.DynamicCombo.Option("soft", [io.Float.Input(**temperature)]),
+                ],
+                tooltip=MODE_TIP,
+            ),
+            kernel,
+        ]
+    # 0.3.48: a plain combo; temperature last and optional (only soft mode reads it), so
+    # graphs made on newer hosts, which have no temperature in hard mode, run here too
+    mode = io.Combo.Input("mode", options=["hard", "soft"], tooltip=MODE_TIP)
+    return [mode, kernel, io.Float.Input(optional=True, **temperature)]
 
 
 def mode_choice(mode, temperature: float | None) -> tuple[str, float]:

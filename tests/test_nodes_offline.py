@@ -525,9 +525,11 @@ def test_a_host_without_dynamic_inputs_gets_fixed_sockets(old_host):
         **base, **{"people.person_5": None}
     )
     settings = old_host.nodes["FaceDiffuserSNFSettings"]
-    assert [i.id for i in settings.define_schema().inputs] == ["mode", "temperature", "kernel_size"]
+    assert [i.id for i in settings.define_schema().inputs] == ["mode", "kernel_size", "temperature"]
     (fusion,) = settings.execute(mode="soft", temperature=2.0, kernel_size=4).args
     assert (fusion.mode, fusion.temperature) == ("soft", 2.0)
+    (fusion,) = settings.execute(mode="hard", kernel_size=4).args  # a 0.8.0 graph: no temperature
+    assert fusion.mode == "hard"
     assert "is not one of the choices" in settings.validate_inputs(mode="x", kernel_size=4)
 
 

@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceDiffuserError
+from .dynamic import (
+    AUTOGROW,
+    DYNAMIC_COMBO,
+    autogrow_slots,
+    option_specs,
+    people_by_plain_names,
+)
 from .errors import QueueError
 from .photos import PHOTO_BATCH, add_photos
 
@@ -85,7 +92,7 @@ def load_workflow(path: str | os.PathLike) -> dict:
         )
     for node in doc.values():
         node.setdefault("inputs", {})
-    return doc
+    return people_by_plain_names(doc)
 
 
 def input_specs(info: Mapping[str, Any]) -> list[tuple[str, list]]:
@@ -103,7 +110,7 @@ def input_specs(info: Mapping[str, Any]) -> list[tuple[str, list]]:
 
 def is_widget(spec: Sequence[Any]) -> bool:
     kind = spec[0] if spec else None
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO
 
 
 def _spec_options(spec: Sequence[Any]) -> dict:
@@ -177,8 +184,16 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
         ui_inputs = {i.get("name"): i for i in node.get("inputs") or []}
         inputs: dict[str, Any] = {}
         pos = 0
+        specs = []
         for name, spec in input_specs(info):
-            link = (ui_inputs.get(name) or {}).get("link")
+            if spec[0] == AUTOGROW:  # V3 list: the sockets the UI node has (people.person_1 ...)
+                specs += autogrow_slots(name, spec, list(ui_inputs))
+            else:
+                specs.append((name, spec))
+        while specs:
+            name, spec = specs.pop(0)
+            ui_input = ui_inputs.get(name) or ui_inputs.get(f"people.{name}") or {}
+            link = ui_input.get("link")
             linked = source(link) if link is not None else None
             if not is_widget(spec):
                 if linked is not None:
@@ -202,10 +217,12 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
                 inputs[name] = value
             elif "default" in options:
                 inputs[name] = options["default"]
+            if spec[0] == DYNAMIC_COMBO:  # the chosen option's widgets follow the combo
+                specs[:0] = option_specs(name, spec, inputs.get(name))
         api[node_id] = {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
     if not api:
         raise QueueError("the UI workflow has no nodes to run: save a workflow with nodes in it")
-    return api
+    return people_by_plain_names(api)
 
 
 def server_problems(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
