@@ -184,6 +184,7 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
         ui_inputs = {i.get("name"): i for i in node.get("inputs") or []}
         inputs: dict[str, Any] = {}
         pos = 0
+        optional = (info.get("input") or {}).get("optional") or {}
         specs = []
         for name, spec in input_specs(info):
             if spec[0] == AUTOGROW:  # V3 list: the sockets the UI node has (people.person_1 ...)
@@ -215,7 +216,7 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
                 inputs[name] = linked
             elif present:
                 inputs[name] = value
-            elif "default" in options:
+            elif "default" in options and name not in optional:  # a widget the UI lacks
                 inputs[name] = options["default"]
             if spec[0] == DYNAMIC_COMBO:  # the chosen option's widgets follow the combo
                 specs[:0] = option_specs(name, spec, inputs.get(name))
