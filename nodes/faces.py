@@ -24,7 +24,7 @@ from ..facediffuser_core.faces import (
 )
 from . import paths
 from .people import people_in_order
-from .people_input import LEGACY_INPUTS, people_by_position, people_inputs
+from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
 from .types import CATEGORY, Faces
 from .v3 import advanced, io, schema
 
@@ -275,6 +275,10 @@ class IdentitySimilarity(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, **given):
+        return people_problem(given) or True
 
     @classmethod
     def execute(cls, face_analysis, generated, **people):

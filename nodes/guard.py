@@ -133,8 +133,11 @@ def check_inputs(
             f"this node are {_shown_inputs(node_cls)}"
         )
     own_args: list[str] = []
+    takes_all = False
     if own_validator is not None:
-        own_args = [a for a in inspect.getfullargspec(own_validator).args if a != "cls"]
+        spec = inspect.getfullargspec(own_validator)
+        own_args = [a for a in spec.args if a != "cls"]
+        takes_all = spec.varkw is not None  # (**given): every input, by its API name
     for name, value in flat.items():
         if name in own_args or value is None:  # None: a link, checked by type, not value
             continue
@@ -143,7 +146,8 @@ def check_inputs(
             return problem
     if own_validator is not None:
         try:
-            result = own_validator(**{a: given.get(a) for a in own_args})
+            chosen = flat if takes_all else {a: given.get(a) for a in own_args}
+            result = own_validator(**chosen)
         except Exception as exc:  # a validator that raises: its message, not a traceback
             return _redact(f"{type(exc).__name__}: {exc}")
         if result is not True:

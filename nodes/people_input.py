@@ -23,8 +23,10 @@ LEGACY_INPUTS = NAMES if HAS_AUTOGROW else tuple(f"{LIST}.{n}" for n in NAMES)
 def people_inputs(tooltip: str) -> list:
     """The schema inputs for the people (Autogrow list where the host has it)."""
     if HAS_AUTOGROW:
+        # optional template: 0.12 would otherwise require people.person_1 by that name and
+        # refuse graphs that name it person_1; at least one person is checked at validation
         template = io.Autogrow.TemplateNames(
-            io.Image.Input("person", tooltip=tooltip), names=list(NAMES), min=1
+            io.Image.Input("person", optional=True, tooltip=tooltip), names=list(NAMES), min=1
         )
         return [
             io.Autogrow.Input(
@@ -36,6 +38,19 @@ def people_inputs(tooltip: str) -> list:
         ]
     first = io.Image.Input(NAMES[0], tooltip=tooltip)
     return [first, *(io.Image.Input(n, optional=True, tooltip=tooltip) for n in NAMES[1:])]
+
+
+NONE_CONNECTED = (
+    "no person is connected: connect a reference photo to person_1 (it binds the first "
+    "<|image|> marker of the prompt)"
+)
+
+
+def people_problem(given: dict) -> str | None:
+    """Why the inputs ``given`` at validation (API names) hold no person (None: they do)."""
+    if any(k in NAMES or k.startswith(f"{LIST}.") for k in given):
+        return None
+    return NONE_CONNECTED
 
 
 def people_by_position(given: dict) -> list:
@@ -54,8 +69,5 @@ def people_by_position(given: dict) -> list:
             )
         found[key] = value
     if not found:
-        raise InputError(
-            "no person is connected: connect a reference photo to person_1 (it binds the first "
-            "<|image|> marker of the prompt)"
-        )
+        raise InputError(NONE_CONNECTED)
     return [found.get(n) for n in NAMES]

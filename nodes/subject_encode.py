@@ -17,7 +17,7 @@ from ..facediffuser_core.subject import (
 from ..facediffuser_core.text import encoder_for, special_ids
 from . import provenance
 from .people import people_in_order
-from .people_input import LEGACY_INPUTS, people_by_position, people_inputs
+from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
 from .types import CATEGORY, Subject
 from .v3 import advanced, io, schema
 
@@ -96,6 +96,10 @@ class SubjectEncode(io.ComfyNode):
                 ),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, **given):
+        return people_problem(given) or True
 
     @classmethod
     def execute(cls, clip, subject_encoder, prompt, object_resolution=512, **people):

@@ -479,6 +479,7 @@ def test_people_list_and_old_person_names_are_both_accepted(host):
     base = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>"}
     assert encode.validate_inputs(**base, people={"person_1": None, "person_2": None}) is True
     assert encode.validate_inputs(**base, person_1=None, person_2=None) is True  # old graphs
+    assert "no person is connected" in encode.validate_inputs(**base)  # HTTP 400, not later
     (people,) = [i for i in encode.define_schema().inputs if i.id == "people"]
     assert people.template.names == ["person_1", "person_2", "person_3", "person_4"]
     by_position = importlib.import_module(f"{PACK}.nodes.people_input").people_by_position
