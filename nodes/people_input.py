@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.subject import MAX_SUBJECTS
-from .v3 import HAS_AUTOGROW, io
+from .v3 import HAS_AUTOGROW, OPTIONAL_AUTOGROW, io
 
 NAMES = tuple(f"person_{i}" for i in range(1, MAX_SUBJECTS + 1))
 LIST = "people"
@@ -23,11 +23,11 @@ LEGACY_INPUTS = NAMES if HAS_AUTOGROW else tuple(f"{LIST}.{n}" for n in NAMES)
 def people_inputs(tooltip: str) -> list:
     """The schema inputs for the people (Autogrow list where the host has it)."""
     if HAS_AUTOGROW:
-        # optional template: 0.12 would otherwise require people.person_1 by that name and
-        # refuse graphs that name it person_1; at least one person is checked at validation
-        template = io.Autogrow.TemplateNames(
-            io.Image.Input("person", optional=True, tooltip=tooltip), names=list(NAMES), min=1
-        )
+        # optional sockets where the host allows (0.12 would otherwise require
+        # people.person_1 by that name and refuse graphs naming it person_1); at least one
+        # person is checked at validation either way
+        person = io.Image.Input("person", optional=OPTIONAL_AUTOGROW, tooltip=tooltip)
+        template = io.Autogrow.TemplateNames(person, names=list(NAMES), min=1)
         return [
             io.Autogrow.Input(
                 LIST,

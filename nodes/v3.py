@@ -13,6 +13,7 @@ feature that arrived later, using it only where the host has it:
 from __future__ import annotations
 
 import inspect
+import sys
 
 from comfy_api.latest import ComfyExtension, io
 
@@ -20,6 +21,12 @@ __all__ = ["ComfyExtension", "io", "schema", "advanced"]
 
 HAS_AUTOGROW = hasattr(io, "Autogrow")
 HAS_DYNAMIC_COMBO = hasattr(io, "DynamicCombo")
+# An optional Autogrow template: 0.12 honours it (and requires the first slot by its new
+# name otherwise); 0.8.0 fails on it ("list index out of range"). 0.12 brought the two
+# together with DynamicPathsDefaultValue, which is what is checked.
+OPTIONAL_AUTOGROW = HAS_AUTOGROW and hasattr(
+    sys.modules.get(getattr(io.Autogrow, "__module__", ""), None), "DynamicPathsDefaultValue"
+)
 
 
 def _accepts(func, name: str) -> bool:
