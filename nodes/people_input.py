@@ -3,7 +3,7 @@
 Where the host has V3 ``Autogrow`` (ComfyUI 0.8.0+), the people are a growing list: a new
 ``person_N`` socket appears when the last one is connected; their API names are
 ``people.person_1`` ... ``people.person_4``. Elsewhere (0.3.48) they are the four sockets
-``person_1`` (required) ... ``person_4``. Graphs saved with the other naming keep working:
+``person_1`` ... ``person_4``. Graphs saved with the other naming keep working:
 ComfyUI hands such links to the node, which takes ``person_N`` and ``people.person_N`` alike.
 The i-th person binds the i-th ``<|image|>`` marker; errors name people as ``person_i``.
 """
@@ -36,8 +36,9 @@ def people_inputs(tooltip: str) -> list:
                 "the last one is connected.",
             )
         ]
-    first = io.Image.Input(NAMES[0], tooltip=tooltip)
-    return [first, *(io.Image.Input(n, optional=True, tooltip=tooltip) for n in NAMES[1:])]
+    # all optional (at least one person is checked at validation), so graphs naming them
+    # people.person_N (exported from a newer frontend) also run here
+    return [io.Image.Input(n, optional=True, tooltip=tooltip) for n in NAMES]
 
 
 NONE_CONNECTED = (
