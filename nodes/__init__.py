@@ -1,7 +1,8 @@
-"""ComfyUI nodes of the pack: thin adapters from ComfyUI types to ``facediffuser_core``.
+"""ComfyUI nodes of the pack (V3 schema): thin adapters from ComfyUI types to the core.
 
 Each node module is imported on its own: if one cannot load (a missing dependency), the
 others still register and the log says what to install. ComfyUI's start-up never breaks.
+:data:`NODES` lists the node classes the pack's ``comfy_entrypoint`` hands to ComfyUI.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from .guard import guard as _guard  # every node: unknown inputs refused, no pat
 
 log = logging.getLogger("facediffuser")
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+NODES: list[type] = []  # guarded V3 node classes, in menu order
 
-# module -> [(class name, node id, display name)]
+# module -> [(class name, node id, display name)] (names for the log when a module fails)
 _NODES = {
     "loaders": [
         ("LoadSDM", "FaceDiffuserLoadSDM", "Load Face-diffuser SDM"),
@@ -46,7 +46,7 @@ _NODES = {
     ],
 }
 
-_HOST_MODULES = {"comfy", "comfy_extras", "folder_paths", "latent_preview", "nodes"}
+_HOST_MODULES = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "latent_preview", "nodes"}
 MIN_COMFYUI = "0.3.48"
 
 
@@ -86,5 +86,4 @@ for _module_name, _nodes in _NODES.items():
         )
         continue
     for _class_name, _node_id, _display in _nodes:
-        NODE_CLASS_MAPPINGS[_node_id] = _guard(getattr(_module, _class_name), _display)
-        NODE_DISPLAY_NAME_MAPPINGS[_node_id] = _display
+        NODES.append(_guard(getattr(_module, _class_name), _display))

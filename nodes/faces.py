@@ -22,10 +22,11 @@ from ..facediffuser_core.faces import (
     list_face_packs,
     load_face_analysis,
 )
-from ..facediffuser_core.subject.prompt import MAX_SUBJECTS
 from . import paths
 from .people import people_in_order
-from .types import CATEGORY, FACES_TYPE
+from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
+from .types import CATEGORY, Faces
+from .v3 import advanced, io, schema
 
 FOLDER = "insightface"
 
@@ -81,130 +82,136 @@ def _providers() -> list[str]:
         return ["CPU"]  # onnxruntime missing: the loader says how to install it when used
 
 
-class FaceAnalysisLoader:
+class FaceAnalysisLoader(io.ComfyNode):
     """insightface FaceAnalysis (detection + recognition) from models/insightface/models."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (FACES_TYPE,)
-    RETURN_NAMES = ("face_analysis",)
-    DESCRIPTION = (
-        "Loads an insightface model pack from models/insightface/models/<pack> (buffalo_l or "
-        "antelopev2). Needs insightface and onnxruntime; 'facediffuser doctor' checks the setup."
-    )
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserFaceAnalysisLoader",
+            display_name="Face-diffuser Face Analysis Loader",
+            category=CATEGORY,
+            description="Loads an insightface model pack from models/insightface/models/<pack> "
+            "(buffalo_l or antelopev2). Needs insightface and onnxruntime; 'facediffuser doctor' "
+            "checks the setup.",
+            search_aliases=["insightface", "face detection", "ArcFace", "face"],
+            inputs=[
+                io.Combo.Input(
+                    "pack",
+                    options=_packs(),
+                    tooltip="Folder in models/insightface/models/ (buffalo_l: detector "
+                    "det_10g.onnx + ArcFace w600k_r50.onnx).",
+                ),
+                io.Combo.Input(
+                    "provider",
+                    options=_providers(),
+                    tooltip="onnxruntime execution provider; only those this install reports as "
+                    "available are listed (CUDA needs onnxruntime-gpu).",
+                ),
+                io.Int.Input(
+                    "det_size",
+                    default=640,
+                    min=160,
+                    max=2048,
+                    step=32,
+                    tooltip="Detector input size; larger finds smaller faces, slower.",
+                    **advanced(),
+                ),
+            ],
+            outputs=[Faces.Output("face_analysis", display_name="face_analysis")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "pack": (
-                    _packs(),
-                    {
-                        "tooltip": "Folder in models/insightface/models/ (buffalo_l: detector "
-                        "det_10g.onnx + ArcFace w600k_r50.onnx)."
-                    },
-                ),
-                "provider": (
-                    _providers(),
-                    {
-                        "tooltip": "onnxruntime execution provider; only those this install "
-                        "reports as available are listed (CUDA needs onnxruntime-gpu)."
-                    },
-                ),
-                "det_size": (
-                    "INT",
-                    {
-                        "default": 640,
-                        "min": 160,
-                        "max": 2048,
-                        "step": 32,
-                        "tooltip": "Detector input size; larger finds smaller faces, slower.",
-                    },
-                ),
-            }
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, pack):
+    def validate_inputs(cls, pack):
         return True if pack is None else (pack_problem(pack) or True)
 
-    def load(self, pack, provider, det_size):
+    @classmethod
+    def execute(cls, pack, provider, det_size):
         problem = pack_problem(pack)
         if problem:
             raise InputError(problem)
         root = installed_packs()[pack]
-        return (load_face_analysis(root, pack, provider=provider, det_size=det_size),)
+        return io.NodeOutput(load_face_analysis(root, pack, provider=provider, det_size=det_size))
 
 
-class FaceCrop:
+class FaceCrop(io.ComfyNode):
     """Face-centred reference crops, as the SDM was trained on."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "crop"
-    RETURN_TYPES = ("IMAGE", "MASK", "IMAGE")
-    RETURN_NAMES = ("crops", "face_mask", "preview")
-    OUTPUT_TOOLTIPS = (
-        "One square crop per input image, ready for Subject Encode.",
-        "The detected face box of each input image.",
-        "The input images with the crop square of the chosen face marked.",
-    )
-    DESCRIPTION = "Detects a face per image, expands the box by a margin and crops a square."
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserFaceCrop",
+            display_name="Face-diffuser Face Crop",
+            category=CATEGORY,
+            description="Detects a face per image, expands the box by a margin and crops a square.",
+            search_aliases=["face crop", "reference photo", "face"],
+            inputs=[
+                Faces.Input("face_analysis", tooltip="From 'Face Analysis Loader'."),
+                io.Image.Input("images", tooltip="Photos of the person (a batch crops each)."),
+                io.Combo.Input(
+                    "face",
+                    options=["largest", "by index (left to right)"],
+                    tooltip="Which face to crop when a photo shows several people.",
+                ),
+                io.Int.Input(
+                    "index",
+                    default=0,
+                    min=0,
+                    max=63,
+                    tooltip="With 'by index': 0 = leftmost face, 1 = the next, ...",
+                ),
+                io.Float.Input(
+                    "margin",
+                    default=0.5,
+                    min=0.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip="Extra space around the face box on each side, as a fraction of its "
+                    "size (0.5: the face fills half the crop).",
+                ),
+                io.Int.Input(
+                    "size",
+                    default=512,
+                    min=64,
+                    max=2048,
+                    step=8,
+                    tooltip="Side of the square crops in pixels.",
+                ),
+                io.Boolean.Input(
+                    "align",
+                    default=False,
+                    tooltip="Rotate so the eyes are level (5 landmarks).",
+                    **advanced(),
+                ),
+                io.Combo.Input(
+                    "no_face",
+                    options=["error", "pass through"],
+                    tooltip="No face found: stop with an error naming the image, or use the "
+                    "whole image (padded to square) with a warning in the log.",
+                    **advanced(),
+                ),
+            ],
+            outputs=[
+                io.Image.Output(
+                    "crops",
+                    display_name="crops",
+                    tooltip="One square crop per input image, ready for Subject Encode.",
+                ),
+                io.Mask.Output(
+                    "face_mask",
+                    display_name="face_mask",
+                    tooltip="The detected face box of each input image.",
+                ),
+                io.Image.Output(
+                    "preview",
+                    display_name="preview",
+                    tooltip="The input images with the crop square of the chosen face marked.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "face_analysis": (FACES_TYPE, {"tooltip": "From 'Face Analysis Loader'."}),
-                "images": ("IMAGE", {"tooltip": "Photos of the person (a batch crops each)."}),
-                "face": (
-                    ["largest", "by index (left to right)"],
-                    {"tooltip": "Which face to crop when a photo shows several people."},
-                ),
-                "index": (
-                    "INT",
-                    {
-                        "default": 0,
-                        "min": 0,
-                        "max": 63,
-                        "tooltip": "With 'by index': 0 = leftmost face, 1 = the next, ...",
-                    },
-                ),
-                "margin": (
-                    "FLOAT",
-                    {
-                        "default": 0.5,
-                        "min": 0.0,
-                        "max": 3.0,
-                        "step": 0.05,
-                        "tooltip": "Extra space around the face box on each side, as a fraction "
-                        "of its size (0.5: the face fills half the crop).",
-                    },
-                ),
-                "size": (
-                    "INT",
-                    {
-                        "default": 512,
-                        "min": 64,
-                        "max": 2048,
-                        "step": 8,
-                        "tooltip": "Side of the square crops in pixels.",
-                    },
-                ),
-                "align": (
-                    "BOOLEAN",
-                    {"default": False, "tooltip": "Rotate so the eyes are level (5 landmarks)."},
-                ),
-                "no_face": (
-                    ["error", "pass through"],
-                    {
-                        "tooltip": "No face found: stop with an error naming the image, or use the "
-                        "whole image (padded to square) with a warning in the log."
-                    },
-                ),
-            }
-        }
-
-    def crop(self, face_analysis, images, face, index, margin, size, align, no_face):
+    def execute(cls, face_analysis, images, face, index, margin, size, align, no_face):
         choice = "largest" if face == "largest" else int(index)
         on_missing = "error" if no_face == "error" else "passthrough"
         result = crop_references(
@@ -225,67 +232,76 @@ class FaceCrop:
             annotate(images[i], [Face(box=tuple(map(float, box)), score=1.0)] if box else [])
             for i, box in enumerate(result.boxes)
         ]
-        return (result.crops, result.masks, torch.stack(previews))
+        return io.NodeOutput(result.crops, result.masks, torch.stack(previews))
 
 
-PERSON_TIP = (
-    "Reference photo(s) of person {i} (the largest face of each); a batch is several photos of "
-    "this person, scored by the mean cosine over them."
-)
-
-
-class IdentitySimilarity:
+class IdentitySimilarity(io.ComfyNode):
     """ArcFace cosine between each reference person and the faces in generated images."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "score"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("FLOAT", "STRING", "IMAGE")
-    RETURN_NAMES = ("mean_similarity", "report", "annotated")
-    OUTPUT_TOOLTIPS = (
-        "Mean identity similarity over people and images (0 for a person with no face found).",
-        "Per image and person: the cosine of the matched face (the mean over the person's "
-        "photos when given several).",
-        "Generated images with each matched face boxed and scored.",
-    )
-    DESCRIPTION = (
-        "Identity fidelity as in the literature: faces are matched one-to-one to the reference "
-        "people (greedy by similarity); a person without a matching face scores 0. A batch on "
-        "a person input is several photos of that person: the person's similarity to a face "
-        "is the mean ArcFace cosine over their photos."
-    )
+    LEGACY_INPUTS = LEGACY_INPUTS
 
     @classmethod
-    def INPUT_TYPES(cls):
-        people = {
-            f"person_{i}": ("IMAGE", {"tooltip": PERSON_TIP.format(i=i)})
-            for i in range(2, MAX_SUBJECTS + 1)
-        }
-        return {
-            "required": {
-                "face_analysis": (FACES_TYPE, {"tooltip": "A pack with a recognition model."}),
-                "generated": ("IMAGE", {"tooltip": "Generated images (a batch is scored each)."}),
-                "person_1": ("IMAGE", {"tooltip": PERSON_TIP.format(i=1)}),
-            },
-            "optional": people,
-        }
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserIdentitySimilarity",
+            display_name="Face-diffuser Identity Similarity",
+            category=CATEGORY,
+            description="Identity fidelity as in the literature: faces are matched one-to-one "
+            "to the reference people (greedy by similarity); a person without a matching face "
+            "scores 0. A batch on a person input is several photos of that person: the "
+            "person's similarity to a face is the mean ArcFace cosine over their photos.",
+            search_aliases=["identity", "ArcFace", "face similarity", "multi-person", "face"],
+            is_output_node=True,
+            inputs=[
+                Faces.Input("face_analysis", tooltip="A pack with a recognition model."),
+                io.Image.Input("generated", tooltip="Generated images (a batch is scored each)."),
+                *people_inputs(
+                    "Reference photo(s) of a person (the largest face of each), in marker "
+                    "order; a batch is several photos of this person, scored by the mean "
+                    "cosine over them."
+                ),
+            ],
+            outputs=[
+                io.Float.Output(
+                    "mean_similarity",
+                    display_name="mean_similarity",
+                    tooltip="Mean identity similarity over people and images (0 for a person "
+                    "with no face found).",
+                ),
+                io.String.Output(
+                    "report",
+                    display_name="report",
+                    tooltip="Per image and person: the cosine of the matched face (the mean "
+                    "over the person's photos when given several).",
+                ),
+                io.Image.Output(
+                    "annotated",
+                    display_name="annotated",
+                    tooltip="Generated images with each matched face boxed and scored.",
+                ),
+            ],
+        )
 
-    def score(
-        self, face_analysis, generated, person_1, person_2=None, person_3=None, person_4=None
-    ):
+    @classmethod
+    def validate_inputs(cls, **given):
+        return people_problem(given) or True
+
+    @classmethod
+    def execute(cls, face_analysis, generated, **people):
         import torch
 
-        references = people_in_order(person_1, person_2, person_3, person_4)
+        references = people_in_order(*people_by_position(people))
         result = identity_scores(face_analysis, references, generated)
         lines, annotated = [], []
         for g, (scores, matches) in enumerate(zip(result.scores, result.matches, strict=True)):
             labels = [f"person {p + 1}: {s:.2f}" for p, s in enumerate(scores)]
             lines.append(f"image {g + 1}: " + ", ".join(labels))
             annotated.append(annotate(generated[g], matches, labels))
-        people = ", ".join(f"person {p + 1} {m:.3f}" for p, m in enumerate(result.person_means))
-        lines.append(f"mean {result.mean:.3f} ({people})")
+        people_means = ", ".join(
+            f"person {p + 1} {m:.3f}" for p, m in enumerate(result.person_means)
+        )
+        lines.append(f"mean {result.mean:.3f} ({people_means})")
         report = "\n".join(lines)
-        return {
-            "ui": {"text": [report]},
-            "result": (float(result.mean), report, torch.stack(annotated)),
-        }
+        return io.NodeOutput(
+            float(result.mean), report, torch.stack(annotated), ui={"text": [report]}
+        )

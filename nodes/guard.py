@@ -1,12 +1,15 @@
 """What every node of the pack gets at registration: inputs checked by name, no server paths.
 
 ComfyUI drops unknown *literal* inputs of an API graph but hands unknown *links* (an extra
-``person_5``) to the node's function, which then fails with a raw TypeError. A
-``VALIDATE_INPUTS`` that takes ``**kwargs`` sees every linked input at validation, so the
-name can be refused there (HTTP 400) with the list of inputs the node has. With ``**kwargs``
+``person_5``) to the node's ``execute``, which then fails with a raw TypeError. A V3
+``validate_inputs(cls, **given)`` sees every linked input at validation (dynamic inputs
+nested: ``people={"person_1": ...}``, ``mode={"mode": "soft", "temperature": 1.0}``), so the
+name can be refused there (HTTP 400) with the list of inputs the node has. With ``**given``
 ComfyUI leaves the min/max and list checks of every input to the node, so they are done here
-too, from ``INPUT_TYPES``, in ComfyUI's words. A node's own ``VALIDATE_INPUTS`` still runs
-(with the arguments it names) and decides about the inputs it names.
+too, from the schema, in ComfyUI's words. A node's own ``validate_inputs`` still runs (with
+the arguments it names) and decides about the inputs it names. Names a node lists in
+``LEGACY_INPUTS`` (the four ``person_N`` of graphs saved before the people list) are accepted
+and handled by the node.
 
 Error text the UI shows (validation messages and exceptions) passes through
 :func:`paths.redact`: server folders appear as ``models/facediffuser``, never absolutely.
@@ -30,40 +33,89 @@ def _redact(text: str) -> str:
     return paths.redact(text)
 
 
-def declared_inputs(node_cls: type) -> dict[str, tuple]:
-    """Every input ``node_cls`` declares (required, optional, hidden) -> its spec tuple."""
-    spec = node_cls.INPUT_TYPES()
-    inputs: dict[str, tuple] = {}
-    for section in ("required", "optional", "hidden"):
-        for name, value in spec.get(section, {}).items():
-            inputs[name] = value if isinstance(value, tuple) else (value,)
-    return inputs
+def _autogrow_names(inp) -> list[str] | None:
+    template = getattr(inp, "template", None)
+    names = getattr(template, "names", None)
+    return list(names) if names is not None and hasattr(template, "input") else None
+
+
+def _dynamic_options(inp) -> list | None:
+    options = getattr(inp, "options", None)
+    if isinstance(options, list) and options and hasattr(options[0], "key"):
+        return options
+    return None
+
+
+def _schema_inputs(node_cls: type) -> list:
+    return list(node_cls.define_schema().inputs or [])
+
+
+def declared_inputs(node_cls: type) -> dict[str, Any]:
+    """Every input name an API graph may use -> its schema input (None: a legacy name)."""
+    declared: dict[str, Any] = {}
+    for inp in _schema_inputs(node_cls):
+        names, options = _autogrow_names(inp), _dynamic_options(inp)
+        if names is not None:
+            for name in names:
+                declared[f"{inp.id}.{name}"] = inp.template.input
+        else:
+            declared[inp.id] = inp
+        for option in options or []:
+            for sub in option.inputs:
+                declared[f"{inp.id}.{sub.id}"] = sub
+    for name in getattr(node_cls, "LEGACY_INPUTS", ()):
+        declared.setdefault(name, None)
+    return declared
+
+
+def flat_inputs(node_cls: type, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` with nested dynamic values under their API names (``people.person_1``)."""
+    dynamic = {
+        inp.id
+        for inp in _schema_inputs(node_cls)
+        if _autogrow_names(inp) is not None or _dynamic_options(inp) is not None
+    }
+    flat: dict[str, Any] = {}
+    for name, value in given.items():
+        if name in dynamic and isinstance(value, dict):
+            for key, inner in value.items():
+                flat[name if key == name else f"{name}.{key}"] = inner
+        else:
+            flat[name] = value
+    return flat
 
 
 def _shown_inputs(node_cls: type) -> str:
-    spec = node_cls.INPUT_TYPES()
-    required = list(spec.get("required", {}))
-    optional = list(spec.get("optional", {}))
+    required, optional = [], []
+    for inp in _schema_inputs(node_cls):
+        names = _autogrow_names(inp)
+        shown = f"{inp.id} ({names[0]} ... {names[-1]})" if names else inp.id
+        (optional if getattr(inp, "optional", False) else required).append(shown)
     text = ", ".join(required)
     if optional:
         text += f" (optional: {', '.join(optional)})"
     return text
 
 
-def _value_problem(name: str, spec: tuple, value: Any) -> str | None:
+def _value_problem(name: str, inp: Any, value: Any) -> str | None:
     """ComfyUI's own list and range checks for one literal input (None: fine)."""
-    kind = spec[0]
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if isinstance(kind, (list, tuple)):
-        if value not in kind:
-            listed = ", ".join(map(str, kind)) if len(kind) <= 20 else f"{len(kind)} entries"
+    if inp is None:
+        return None
+    dynamic = _dynamic_options(inp)
+    choices = [o.key for o in dynamic] if dynamic else getattr(inp, "options", None)
+    if isinstance(choices, list) and all(isinstance(c, str) for c in choices):
+        if value not in choices:
+            listed = (
+                ", ".join(map(str, choices)) if len(choices) <= 20 else f"{len(choices)} entries"
+            )
             return f"{name}: {value!r} is not one of the choices ({listed})"
         return None
-    if kind in ("INT", "FLOAT") and isinstance(value, (int, float)):
-        if "min" in options and value < options["min"]:
-            return f"{name}: value {value} is smaller than the minimum {options['min']}"
-        if "max" in options and value > options["max"]:
-            return f"{name}: value {value} is bigger than the maximum {options['max']}"
+    low, high = getattr(inp, "min", None), getattr(inp, "max", None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if low is not None and value < low:
+            return f"{name}: value {value} is smaller than the minimum {low}"
+        if high is not None and value > high:
+            return f"{name}: value {value} is bigger than the maximum {high}"
     return None
 
 
@@ -72,7 +124,8 @@ def check_inputs(
 ) -> bool | str:
     """True, or the first problem of ``given``: unknown names, values, the node's own check."""
     declared = declared_inputs(node_cls)
-    unknown = sorted(n for n in given if n not in declared)
+    flat = flat_inputs(node_cls, given)
+    unknown = sorted(n for n in flat if n not in declared)
     if unknown:
         names = ", ".join(repr(n) for n in unknown)
         return (
@@ -80,9 +133,12 @@ def check_inputs(
             f"this node are {_shown_inputs(node_cls)}"
         )
     own_args: list[str] = []
+    takes_all = False
     if own_validator is not None:
-        own_args = [a for a in inspect.getfullargspec(own_validator).args if a != "cls"]
-    for name, value in given.items():
+        spec = inspect.getfullargspec(own_validator)
+        own_args = [a for a in spec.args if a != "cls"]
+        takes_all = spec.varkw is not None  # (**given): every input, by its API name
+    for name, value in flat.items():
         if name in own_args or value is None:  # None: a link, checked by type, not value
             continue
         problem = _value_problem(name, declared[name], value)
@@ -90,7 +146,8 @@ def check_inputs(
             return problem
     if own_validator is not None:
         try:
-            result = own_validator(**{a: given.get(a) for a in own_args})
+            chosen = flat if takes_all else {a: given.get(a) for a in own_args}
+            result = own_validator(**chosen)
         except Exception as exc:  # a validator that raises: its message, not a traceback
             return _redact(f"{type(exc).__name__}: {exc}")
         if result is not True:
@@ -107,26 +164,28 @@ def _redacted(exc: BaseException) -> None:
             setattr(exc, attribute, _redact(value))
 
 
-def guard(node_cls: type, display: str) -> type:
-    """Give ``node_cls`` the pack's input check and path-free errors (idempotent)."""
-    if getattr(node_cls, _GUARDED, False):
+def guard(node_cls: type, display: str | None = None) -> type:
+    """Give the V3 node ``node_cls`` the pack's input check and path-free errors (idempotent)."""
+    if node_cls.__dict__.get(_GUARDED, False):
         return node_cls
-    own = getattr(node_cls, "VALIDATE_INPUTS", None)
+    display = display or node_cls.define_schema().display_name
+    own = node_cls.__dict__.get("validate_inputs")
+    own = own.__get__(None, node_cls) if own is not None else None
 
     def validate(cls, **given):
         return check_inputs(cls, display, given, own)
 
-    node_cls.VALIDATE_INPUTS = classmethod(validate)
-    function = getattr(node_cls, node_cls.FUNCTION)
+    node_cls.validate_inputs = classmethod(validate)
+    function = node_cls.__dict__["execute"].__func__
 
     @functools.wraps(function)
-    def run(self, *args, **kwargs):
+    def run(cls, *args, **kwargs):
         try:
-            return function(self, *args, **kwargs)
+            return function(cls, *args, **kwargs)
         except Exception as exc:
             _redacted(exc)
             raise
 
-    setattr(node_cls, node_cls.FUNCTION, run)
+    node_cls.execute = classmethod(run)
     setattr(node_cls, _GUARDED, True)
     return node_cls

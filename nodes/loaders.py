@@ -6,17 +6,17 @@ from ..facediffuser_core.errors import FaceDiffuserError
 from ..facediffuser_core.weights.modelfiles import DOWNLOAD_HINT
 from . import paths, provenance
 from .comfy_models import load_checkpoint
-from .types import CATEGORY, SUBJECT_TYPE
+from .types import CATEGORY, Subject
+from .v3 import io, schema
 
 
-def _model_input(default_hint: str) -> tuple:
-    return (
-        paths.model_list(),
-        {
-            "tooltip": f"File or converted set in models/facediffuser/ ({default_hint}). "
-            "Published pytorch_model.bin files and folders written by 'facediffuser convert' "
-            "are both listed.",
-        },
+def _model_input(default_hint: str):
+    return io.Combo.Input(
+        "model_name",
+        options=paths.model_list(),
+        tooltip=f"File or converted set in models/facediffuser/ ({default_hint}). "
+        "Published pytorch_model.bin files and folders written by 'facediffuser convert' "
+        "are both listed.",
     )
 
 
@@ -38,60 +38,83 @@ def _mark(loaded, kind: str, model_name: str) -> None:
     provenance.mark(loaded.subject, kind, model_name)
 
 
-class LoadSDM:
+class LoadSDM(io.ComfyNode):
     """The subject-augmented model: renders the reference people."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE", SUBJECT_TYPE)
-    RETURN_NAMES = ("sdm_model", "clip", "vae", "subject_encoder")
-    OUTPUT_TOOLTIPS = (
-        "The SDM UNet (SD1.5, epsilon prediction).",
-        "The SDM text encoder. The reference encodes every prompt with it.",
-        "The SDM VAE (SD1.5's).",
-        "Image tower + post-fusion module, for 'Face-diffuser Subject Encode'.",
-    )
-    DESCRIPTION = "Loads the Face-diffuser SDM (CodeGoat24/Face-diffuser, folder SDM/)."
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserLoadSDM",
+            display_name="Load Face-diffuser SDM",
+            category=CATEGORY,
+            description="Loads the Face-diffuser SDM (CodeGoat24/Face-diffuser, folder SDM/).",
+            search_aliases=["FastComposer", "subject model", "identity", "face"],
+            inputs=[_model_input("usually SDM/pytorch_model.bin")],
+            outputs=[
+                io.Model.Output(
+                    "sdm_model",
+                    display_name="sdm_model",
+                    tooltip="The SDM UNet (SD1.5, epsilon prediction).",
+                ),
+                io.Clip.Output(
+                    "clip",
+                    display_name="clip",
+                    tooltip="The SDM text encoder. The reference encodes every prompt with it.",
+                ),
+                io.Vae.Output("vae", display_name="vae", tooltip="The SDM VAE (SD1.5's)."),
+                Subject.Output(
+                    "subject_encoder",
+                    display_name="subject_encoder",
+                    tooltip="Image tower + post-fusion module, for 'Face-diffuser Subject Encode'.",
+                ),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model_name": _model_input("usually SDM/pytorch_model.bin")}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
+    def validate_inputs(cls, model_name):
         return _validate(model_name)
 
-    def load(self, model_name):
+    @classmethod
+    def execute(cls, model_name):
         loaded = load_checkpoint(paths.resolve(model_name), expect="sdm")
         _mark(loaded, "sdm", model_name)
-        return (loaded.model, loaded.clip, loaded.vae, loaded.subject)
+        return io.NodeOutput(loaded.model, loaded.clip, loaded.vae, loaded.subject)
 
 
-class LoadTDM:
+class LoadTDM(io.ComfyNode):
     """The text-driven model: builds the scene. Any SD1.5 checkpoint can stand in for it."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-    RETURN_NAMES = ("tdm_model", "clip", "vae")
-    OUTPUT_TOOLTIPS = (
-        "The TDM UNet. A stock 'Load Checkpoint' SD1.5 MODEL works here too.",
-        "The TDM text encoder (the reference uses the SDM's for all prompts).",
-        "The TDM VAE.",
-    )
-    DESCRIPTION = (
-        "Loads the Face-diffuser TDM (CodeGoat24/Face-diffuser, folder TDM/). " + DOWNLOAD_HINT
-    )
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserLoadTDM",
+            display_name="Load Face-diffuser TDM",
+            category=CATEGORY,
+            description="Loads the Face-diffuser TDM (CodeGoat24/Face-diffuser, folder TDM/). "
+            + DOWNLOAD_HINT,
+            search_aliases=["text model", "scene model"],
+            inputs=[_model_input("usually TDM/pytorch_model.bin")],
+            outputs=[
+                io.Model.Output(
+                    "tdm_model",
+                    display_name="tdm_model",
+                    tooltip="The TDM UNet. A stock 'Load Checkpoint' SD1.5 MODEL works here too.",
+                ),
+                io.Clip.Output(
+                    "clip",
+                    display_name="clip",
+                    tooltip="The TDM text encoder (the reference uses the SDM's for all prompts).",
+                ),
+                io.Vae.Output("vae", display_name="vae", tooltip="The TDM VAE."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model_name": _model_input("usually TDM/pytorch_model.bin")}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
+    def validate_inputs(cls, model_name):
         return _validate(model_name)
 
-    def load(self, model_name):
+    @classmethod
+    def execute(cls, model_name):
         loaded = load_checkpoint(paths.resolve(model_name), expect="tdm")
         _mark(loaded, "tdm", model_name)
-        return (loaded.model, loaded.clip, loaded.vae)
+        return io.NodeOutput(loaded.model, loaded.clip, loaded.vae)

@@ -16,9 +16,18 @@ from ..facediffuser_core.engine.sampling import StepRecord
 from ..facediffuser_core.engine.snf import PAPER_FUSION, FusionSettings
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
-from ..facediffuser_core.ranges import widget
 from .guider import VAE_FACTOR, SNFGuider, check_latent
-from .types import CATEGORY, SNF_TYPE
+from .sampling_inputs import (
+    cfg_input,
+    fraction_inputs,
+    ksampler_inputs,
+    mode_choice,
+    model_inputs,
+    settings_inputs,
+    snf_inputs,
+)
+from .types import CATEGORY, SNF
+from .v3 import io, schema
 
 
 def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,67 +58,6 @@ def _outputs_used(prompt, unique_id, slots) -> bool:
     return False
 
 
-def _fraction_inputs() -> dict:
-    return {
-        "scene_end": widget(
-            "scene_end",
-            "Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of "
-            "50 steps = 0.32 (start_merge_step 15). Scales with the step count.",
-        ),
-        "fusion_end": widget(
-            "fusion_end",
-            "Fraction of the steps finished when fusion (stage 2) ends; the SDM "
-            "alone does the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
-        ),
-    }
-
-
-def _model_inputs() -> dict:
-    return {
-        "tdm_model": ("MODEL", {"tooltip": "Text-driven model: builds the scene (any SD1.5)."}),
-        "sdm_model": ("MODEL", {"tooltip": "Subject-augmented model: renders the people."}),
-        "negative": (
-            "CONDITIONING",
-            {
-                "tooltip": "The TDM's unconditional branch (paper: the empty prompt, encoded with "
-                "the SDM's CLIP)."
-            },
-        ),
-        "text": (
-            "CONDITIONING",
-            {
-                "tooltip": "The marker-free prompt ('text' of Subject Encode): the TDM's positive "
-                "and the SDM's unconditional branch."
-            },
-        ),
-        "subject": (
-            "CONDITIONING",
-            {"tooltip": "The SDM conditioning ('subject' of Subject Encode)."},
-        ),
-    }
-
-
-def _snf_input() -> dict:
-    return {
-        "region": (
-            "MASK",
-            {
-                "tooltip": "Optional: where the people may appear (white). During fusion the "
-                "SDM may only win inside it; outside, the TDM's prediction is used, so the "
-                "scene there comes from the TDM. Resized to the latent grid (soft edges blend).",
-            },
-        ),
-        "snf": (SNF_TYPE, {"tooltip": "Fusion settings; default: the paper's hard SNF."}),
-        "tdm_text": (
-            "CONDITIONING",
-            {
-                "tooltip": "Optional: the marker-free prompt encoded with the TDM's own CLIP, for "
-                "the TDM's positive. Default (the reference): 'text' for both models."
-            },
-        ),
-    }
-
-
 def _check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
     if scene_end > fusion_end:
         raise InputError(
@@ -119,167 +67,112 @@ def _check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]
     return scene_end, fusion_end
 
 
-class SNFSettings:
+class SNFSettings(io.ComfyNode):
     """How stage 2 fuses: the paper's hard selection or a saliency-weighted blend."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "make"
-    RETURN_TYPES = (SNF_TYPE,)
-    RETURN_NAMES = ("snf",)
-    DESCRIPTION = "Saliency-adaptive Noise Fusion settings for the Face-diffuser sampler/guider."
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserSNFSettings",
+            display_name="Face-diffuser SNF Settings",
+            category=CATEGORY,
+            description="Saliency-adaptive Noise Fusion settings for the Face-diffuser "
+            "sampler/guider.",
+            search_aliases=["noise fusion", "saliency", "SNF"],
+            inputs=settings_inputs(),
+            outputs=[SNF.Output("snf", display_name="snf")],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "mode": (
-                    ["hard", "soft"],
-                    {
-                        "tooltip": "hard = paper: each pixel takes the more salient model's noise "
-                        "(ties: TDM). soft = blend with the SDM weight s_e^(1/T) / (s_e^(1/T) + "
-                        "s_g^(1/T))."
-                    },
-                ),
-                "temperature": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.01,
-                        "max": 100.0,
-                        "step": 0.01,
-                        "tooltip": "Soft mode only: 1 blends in proportion to saliency; small "
-                        "values approach hard selection, large values a 50/50 mix.",
-                    },
-                ),
-                "kernel_size": (
-                    "INT",
-                    {
-                        "default": 4,
-                        "min": 1,
-                        "max": 15,
-                        "tooltip": "Side of the average-pool window that smooths each response "
-                        "before the softmax (paper: 4).",
-                    },
-                ),
-            }
-        }
-
-    def make(self, mode, temperature, kernel_size):
-        return (FusionSettings(mode=mode, temperature=temperature, kernel_size=kernel_size),)
+    def execute(cls, mode, kernel_size, temperature=None):
+        mode, temperature = mode_choice(mode, temperature)
+        return io.NodeOutput(
+            FusionSettings(mode=mode, temperature=temperature, kernel_size=kernel_size)
+        )
 
 
-class SNFGuiderNode:
-    """GUIDER for SamplerCustomAdvanced: any sampler, scheduler and noise."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "make"
-    RETURN_TYPES = ("GUIDER",)
-    RETURN_NAMES = ("guider",)
-    DESCRIPTION = (
-        "Face-diffuser's three stages as a guider: TDM alone, SNF fusion, SDM alone. Use it with "
-        "SamplerCustomAdvanced; 'Face-diffuser Inspect' shows how the models shared the image."
-    )
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        required = _model_inputs()
-        required["cfg"] = widget("cfg", "Guidance scale w for both models (paper: 5).")
-        required.update(_fraction_inputs())
-        return {"required": required, "optional": _snf_input()}
-
-    def make(
-        self,
+def _guider(tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional):
+    guider = SNFGuider(
         tdm_model,
         sdm_model,
-        negative,
-        text,
-        subject,
         cfg,
-        scene_end,
-        fusion_end,
-        snf=None,
-        tdm_text=None,
-        region=None,
-    ):
-        guider = SNFGuider(
-            tdm_model,
-            sdm_model,
-            cfg,
-            _check_fractions(scene_end, fusion_end),
-            snf or PAPER_FUSION,
-            region,
-        )
-        guider.set_conds(negative, text, subject, tdm_text)
-        return (guider,)
-
-
-class SNFKSampler:
-    """The one-node form: KSampler's inputs plus the stage boundaries and inspection outputs."""
-
-    CATEGORY = CATEGORY
-    FUNCTION = "sample"
-    RETURN_TYPES = ("LATENT", "IMAGE", "MASK")
-    RETURN_NAMES = ("latent", "inspection", "fusion_masks")
-    OUTPUT_TOOLTIPS = (
-        "The denoised latent.",
-        "Per fusion step: TDM saliency, SDM saliency, fusion mask (white = SDM), first image.",
-        "One mask per fusion step at image size: 1 where the SDM supplied the noise.",
+        _check_fractions(scene_end, fusion_end),
+        optional.get("snf") or PAPER_FUSION,
+        optional.get("region"),
     )
-    DESCRIPTION = (
-        "Face-diffuser sampling: TDM alone, then Saliency-adaptive Noise Fusion, then SDM alone. "
-        "Paper settings: ddim / ddim_uniform, 50 steps, cfg 5, boundaries 0.32 / 0.62."
-    )
+    guider.set_conds(negative, text, subject, optional.get("tdm_text"))
+    return guider
+
+
+class SNFGuiderNode(io.ComfyNode):
+    """GUIDER for SamplerCustomAdvanced: any sampler, scheduler and noise."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        required = _model_inputs()
-        required.update(
-            {
-                "latent_image": ("LATENT", {"tooltip": "Empty Latent Image (SD1.5: 4 channels)."}),
-                "seed": widget(
-                    "seed",
-                    "Noise seed.",
-                    control_after_generate=True,
-                ),
-                "steps": widget(
-                    "steps",
-                    "Sampling steps (paper: 50).",
-                ),
-                "cfg": widget(
-                    "cfg",
-                    "Guidance scale w for both models (paper: 5).",
-                ),
-                "sampler_name": (
-                    comfy.samplers.KSampler.SAMPLERS,
-                    {"default": "ddim", "tooltip": "Any sampler works; the paper uses DDIM."},
-                ),
-                "scheduler": (
-                    comfy.samplers.KSampler.SCHEDULERS,
-                    {
-                        "default": "ddim_uniform",
-                        "tooltip": "Any scheduler; ddim_uniform matches the "
-                        "paper's DDIM timesteps.",
-                    },
-                ),
-                "denoise": (
-                    "FLOAT",
-                    {
-                        "default": 1.0,
-                        "min": 0.0,
-                        "max": 1.0,
-                        "step": 0.01,
-                        "tooltip": "Below 1 samples only the tail of the schedule; "
-                        "the stage fractions apply to the steps actually run.",
-                    },
-                ),
-            }
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserSNFGuider",
+            display_name="Face-diffuser SNF Guider",
+            category=CATEGORY,
+            description="Face-diffuser's three stages as a guider: TDM alone, SNF fusion, SDM "
+            "alone. Use it with SamplerCustomAdvanced; 'Face-diffuser Inspect' shows how the "
+            "models shared the image.",
+            search_aliases=["FastComposer", "multi-person", "identity", "guider", "face"],
+            inputs=[*model_inputs(), cfg_input(), *fraction_inputs(), *snf_inputs()],
+            outputs=[io.Guider.Output("guider", display_name="guider")],
         )
-        required.update(_fraction_inputs())
-        hidden = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
-        return {"required": required, "optional": _snf_input(), "hidden": hidden}
 
-    def sample(
-        self,
+    @classmethod
+    def execute(
+        cls, tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, **optional
+    ):
+        guider = _guider(
+            tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional
+        )
+        return io.NodeOutput(guider)
+
+
+class SNFKSampler(io.ComfyNode):
+    """The one-node form: KSampler's inputs plus the stage boundaries and inspection outputs."""
+
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserKSampler",
+            display_name="Face-diffuser KSampler (SNF)",
+            category=CATEGORY,
+            description="Face-diffuser sampling: TDM alone, then Saliency-adaptive Noise "
+            "Fusion, then SDM alone. Paper settings: ddim / ddim_uniform, 50 steps, cfg 5, "
+            "boundaries 0.32 / 0.62.",
+            search_aliases=["FastComposer", "multi-person", "PhotoMaker-like", "identity", "face"],
+            inputs=[
+                *model_inputs(),
+                *ksampler_inputs(
+                    comfy.samplers.KSampler.SAMPLERS, comfy.samplers.KSampler.SCHEDULERS
+                ),
+                *fraction_inputs(),
+                *snf_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output("latent", display_name="latent", tooltip="The denoised latent."),
+                io.Image.Output(
+                    "inspection",
+                    display_name="inspection",
+                    tooltip="Per fusion step: TDM saliency, SDM saliency, fusion mask (white = "
+                    "SDM), first image.",
+                ),
+                io.Mask.Output(
+                    "fusion_masks",
+                    display_name="fusion_masks",
+                    tooltip="One mask per fusion step at image size: 1 where the SDM supplied "
+                    "the noise.",
+                ),
+            ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(
+        cls,
         tdm_model,
         sdm_model,
         negative,
@@ -294,23 +187,13 @@ class SNFKSampler:
         denoise,
         scene_end,
         fusion_end,
-        snf=None,
-        tdm_text=None,
-        region=None,
-        prompt=None,
-        unique_id=None,
+        **optional,
     ):
         samples = latent_image["samples"]
         check_latent(samples)
-        guider = SNFGuider(
-            tdm_model,
-            sdm_model,
-            cfg,
-            _check_fractions(scene_end, fusion_end),
-            snf or PAPER_FUSION,
-            region,
+        guider = _guider(
+            tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional
         )
-        guider.set_conds(negative, text, subject, tdm_text)
         samples = comfy.sample.fix_empty_latent_channels(guider.model_patcher, samples)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         sigmas = comfy.samplers.KSampler(
@@ -336,39 +219,44 @@ class SNFKSampler:
         result = latent_image.copy()
         result.pop("downscale_ratio_spacial", None)
         result["samples"] = out.to(mm.intermediate_device())
+        hidden = getattr(cls, "hidden", None)
+        prompt = getattr(hidden, "prompt", None)
+        unique_id = getattr(hidden, "unique_id", None)
         if _outputs_used(prompt, unique_id, (1, 2)):
             sheet, masks = inspection_outputs(guider.last_records)
         else:  # nothing reads the inspection outputs: skip rendering them
             sheet, masks = torch.zeros(1, 64, 64, 3), torch.zeros(1, 64, 64)
-        return (result, sheet, masks)
+        return io.NodeOutput(result, sheet, masks)
 
 
-class SNFInspect:
+class SNFInspect(io.ComfyNode):
     """Shows how the TDM and SDM shared the image in the last run of a Face-diffuser guider."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "inspect"
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("inspection", "fusion_masks")
-    DESCRIPTION = (
-        "Connect the Face-diffuser guider and the latent SamplerCustomAdvanced produced with it "
-        "(the latent makes this node run after sampling)."
-    )
+    @classmethod
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserInspect",
+            display_name="Face-diffuser Inspect",
+            category=CATEGORY,
+            description="Connect the Face-diffuser guider and the latent SamplerCustomAdvanced "
+            "produced with it (the latent makes this node run after sampling).",
+            search_aliases=["saliency", "fusion mask", "SNF"],
+            inputs=[
+                io.Guider.Input("guider", tooltip="A 'Face-diffuser SNF Guider'."),
+                io.Latent.Input("latent", tooltip="The sampler's output (orders the run)."),
+            ],
+            outputs=[
+                io.Image.Output("inspection", display_name="inspection"),
+                io.Mask.Output("fusion_masks", display_name="fusion_masks"),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "guider": ("GUIDER", {"tooltip": "A 'Face-diffuser SNF Guider'."}),
-                "latent": ("LATENT", {"tooltip": "The sampler's output (orders the run)."}),
-            }
-        }
-
-    def inspect(self, guider, latent):
+    def execute(cls, guider, latent):
         if not isinstance(guider, SNFGuider):
             raise InputError(
                 "the guider is not a 'Face-diffuser SNF Guider': only that guider records saliency"
             )
         if not guider.last_records:
             raise InputError("this guider has not sampled yet: connect the sampler's latent output")
-        return inspection_outputs(guider.last_records)
+        return io.NodeOutput(*inspection_outputs(guider.last_records))

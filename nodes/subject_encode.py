@@ -7,7 +7,6 @@ import torch
 from ..facediffuser_core.errors import ModelError
 from ..facediffuser_core.subject.photos import mean_per_person, preprocess_people
 from ..facediffuser_core.subject.prompt import (
-    MAX_SUBJECTS,
     chunk_tokens,
     parse_prompt,
     require_subjects,
@@ -17,14 +16,15 @@ from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD
 from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
 from .people import people_in_order
-from .types import CATEGORY, SUBJECT_TYPE
+from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
+from .types import CATEGORY, Subject
+from .v3 import advanced, io, schema
 
 PERSON_TIP = (
-    "Reference photo(s) of person {i}: binds the {nth} <|image|> marker of the prompt. A batch "
-    "is several photos of this person (their embeddings are averaged). Face-centred crops "
-    "work best (the SDM was trained on them)."
+    "Reference photo(s) of a person: the i-th person binds the i-th <|image|> marker of the "
+    "prompt. A batch is several photos of this person (their embeddings are averaged). "
+    "Face-centred crops work best (the SDM was trained on them)."
 )
-NTH = ("first", "second", "third", "fourth")
 
 
 def _hf_tokenizer(clip):
@@ -37,77 +37,75 @@ def _hf_tokenizer(clip):
     return sd1.tokenizer
 
 
-class SubjectEncode:
+class SubjectEncode(io.ComfyNode):
     """Binds each reference person to the word before its marker (FastComposer-style)."""
 
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "IMAGE")
-    RETURN_NAMES = ("subject", "text", "reference_crops")
-    OUTPUT_TOOLTIPS = (
-        "SDM conditioning: the prompt with the reference people fused into the bound words.",
-        "The prompt with the markers removed: the TDM's positive and the SDM's unconditional.",
-        "What the image encoder saw: every photo of every person, in person order, padded to "
-        "a square and resized.",
-    )
-    DESCRIPTION = (
-        "Write <|image|> right after the word for each person ('a man <|image|> and a woman "
-        "<|image|> at the beach'); person_1 binds the first marker, person_2 the second. "
-        "An image batch on a person input is several photos of that person: the person's "
-        "embedding is the mean of the photos' projected image embeddings, taken before "
-        "post-fusion. Prompt weighting syntax is not interpreted here."
-    )
+    LEGACY_INPUTS = LEGACY_INPUTS
 
     @classmethod
-    def INPUT_TYPES(cls):
-        optional = {
-            f"person_{i}": ("IMAGE", {"tooltip": PERSON_TIP.format(i=i, nth=NTH[i - 1])})
-            for i in range(2, MAX_SUBJECTS + 1)
-        }
-        optional["object_resolution"] = (
-            "INT",
-            {
-                "default": 512,
-                "min": 224,
-                "max": 2048,
-                "step": 8,
-                "tooltip": "Square size references are padded and resized to before CLIP's "
-                "224 (the reference implementation uses 512).",
-            },
+    def define_schema(cls):
+        return schema(
+            node_id="FaceDiffuserSubjectEncode",
+            display_name="Face-diffuser Subject Encode",
+            category=CATEGORY,
+            description="Write <|image|> right after the word for each person ('a man <|image|> "
+            "and a woman <|image|> at the beach'); person_1 binds the first marker, person_2 the "
+            "second. An image batch on a person input is several photos of that person: the "
+            "person's embedding is the mean of the photos' projected image embeddings, taken "
+            "before post-fusion. Prompt weighting syntax is not interpreted here.",
+            search_aliases=["FastComposer", "PhotoMaker-like", "identity", "multi-person", "face"],
+            inputs=[
+                io.Clip.Input("clip", tooltip="The SDM's CLIP (from 'Load Face-diffuser SDM')."),
+                Subject.Input("subject_encoder", tooltip="From 'Load Face-diffuser SDM'."),
+                io.String.Input(
+                    "prompt",
+                    multiline=True,
+                    default="a man <|image|> and a woman <|image|> at the beach",
+                    tooltip="Prompt with one <|image|> directly after the word naming each "
+                    "person (1 to 4).",
+                ),
+                *people_inputs(PERSON_TIP),
+                io.Int.Input(
+                    "object_resolution",
+                    optional=True,
+                    default=512,
+                    min=224,
+                    max=2048,
+                    step=8,
+                    tooltip="Square size references are padded and resized to before CLIP's "
+                    "224 (the reference implementation uses 512).",
+                    **advanced(),
+                ),
+            ],
+            outputs=[
+                io.Conditioning.Output(
+                    "subject",
+                    display_name="subject",
+                    tooltip="SDM conditioning: the prompt with the reference people fused into "
+                    "the bound words.",
+                ),
+                io.Conditioning.Output(
+                    "text",
+                    display_name="text",
+                    tooltip="The prompt with the markers removed: the TDM's positive and the "
+                    "SDM's unconditional.",
+                ),
+                io.Image.Output(
+                    "reference_crops",
+                    display_name="reference_crops",
+                    tooltip="What the image encoder saw: every photo of every person, in person "
+                    "order, padded to a square and resized.",
+                ),
+            ],
         )
-        return {
-            "required": {
-                "clip": ("CLIP", {"tooltip": "The SDM's CLIP (from 'Load Face-diffuser SDM')."}),
-                "subject_encoder": (
-                    SUBJECT_TYPE,
-                    {"tooltip": "From 'Load Face-diffuser SDM'."},
-                ),
-                "prompt": (
-                    "STRING",
-                    {
-                        "multiline": True,
-                        "default": "a man <|image|> and a woman <|image|> at the beach",
-                        "tooltip": "Prompt with one <|image|> directly after the word naming "
-                        "each person (1 to 4).",
-                    },
-                ),
-                "person_1": ("IMAGE", {"tooltip": PERSON_TIP.format(i=1, nth=NTH[0])}),
-            },
-            "optional": optional,
-        }
 
-    def encode(
-        self,
-        clip,
-        subject_encoder,
-        prompt,
-        person_1,
-        person_2=None,
-        person_3=None,
-        person_4=None,
-        object_resolution=512,
-    ):
-        references = people_in_order(person_1, person_2, person_3, person_4)
+    @classmethod
+    def validate_inputs(cls, **given):
+        return people_problem(given) or True
+
+    @classmethod
+    def execute(cls, clip, subject_encoder, prompt, object_resolution=512, **people):
+        references = people_in_order(*people_by_position(people))
         require_subjects(parse_prompt(prompt), len(references))  # before any model work
         # Several photos per person: every photo is embedded, then averaged per person
         # before post-fusion (the engine's rule, facediffuser_core.subject.photos).
@@ -130,7 +128,7 @@ class SubjectEncode:
         mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
         shown = (crops * std + mean).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
-        return (
+        return io.NodeOutput(
             provenance.tag([[subject, {"pooled_output": pooled}]], provenance.SUBJECT, sdm),
             provenance.tag([[text, {"pooled_output": pooled}]], provenance.TEXT, sdm),
             shown,

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests import fake_comfy_api
+
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "facediffuser_pack_offline"
 CONTEXT = 8
@@ -114,9 +116,8 @@ def _fake_host() -> dict[str, types.ModuleType]:
     return modules
 
 
-@pytest.fixture()
-def host(monkeypatch, caplog):
-    fakes = _fake_host()
+def _load_pack(monkeypatch, caplog, dynamic=True):
+    fakes = {**_fake_host(), **fake_comfy_api.make(dynamic)}
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location(
@@ -129,14 +130,29 @@ def host(monkeypatch, caplog):
     log_text = caplog.text
     sampling = importlib.import_module(f"{PACK}.nodes.sampling")
     errors = importlib.import_module(f"{PACK}.facediffuser_core.errors")
-    yield types.SimpleNamespace(
+    return types.SimpleNamespace(
         pack=pack,
         sampling=sampling,
         errors=errors,
         calls=fakes["comfy.samplers"].calls,
         fakes=fakes,
         log=log_text,
+        nodes={n.define_schema().node_id: n for n in pack.NODE_LIST},
     )
+
+
+@pytest.fixture()
+def host(monkeypatch, caplog):
+    """A host like ComfyUI 0.8.0+: V3 with Autogrow and DynamicCombo."""
+    yield _load_pack(monkeypatch, caplog, dynamic=True)
+    for key in [k for k in sys.modules if k.startswith(PACK)]:
+        del sys.modules[key]
+
+
+@pytest.fixture()
+def old_host(monkeypatch, caplog):
+    """A host like ComfyUI 0.3.48: V3 without dynamic inputs, aliases or advanced inputs."""
+    yield _load_pack(monkeypatch, caplog, dynamic=False)
     for key in [k for k in sys.modules if k.startswith(PACK)]:
         del sys.modules[key]
 
@@ -186,7 +202,8 @@ def cond(value: float, width: int = CONTEXT):
 
 
 def test_missing_host_parts_disable_only_the_nodes_that_need_them(host):
-    mappings = host.pack.NODE_CLASS_MAPPINGS
+    mappings = host.nodes
+    assert not hasattr(host.pack, "NODE_CLASS_MAPPINGS")  # it would hide the V3 entry point
     # the fake host has no comfy.sd / folder_paths: the loaders are off, the rest works
     assert "FaceDiffuserKSampler" in mappings and "FaceDiffuserSNFGuider" in mappings
     assert "FaceDiffuserSubjectEncode" in mappings
@@ -280,7 +297,7 @@ def test_refusals_name_the_problem(host):
     with pytest.raises(ModelError, match="'subject' is 12-wide"):
         guider.set_conds(cond(0.0), cond(1.0), cond(2.0, 12))
     with pytest.raises(InputError, match="scene_end"):
-        host.sampling.SNFGuiderNode().make(
+        host.sampling.SNFGuiderNode.execute(
             FakePatcher(host, "tdm", 0.0), sdm, cond(0.0), cond(1.0), cond(2.0), 5.0, 0.7, 0.3
         )
 
@@ -341,9 +358,10 @@ def _encode(host, tokenizer, prompt, *people):
         ),
     )
     encoder = FakeSubjectEncoder()
-    node = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSubjectEncode"]()
-    out = node.encode(clip, encoder, prompt, *people, object_resolution=224)
-    return out, encoder
+    node = host.nodes["FaceDiffuserSubjectEncode"]
+    people_inputs = {f"person_{i}": p for i, p in enumerate(people, start=1)}
+    out = node.execute(clip, encoder, prompt, object_resolution=224, **people_inputs)
+    return tuple(out.args), encoder
 
 
 def test_subject_encode_takes_a_batch_as_several_photos_of_one_person(host, tiny_tokenizer):
@@ -508,33 +526,97 @@ def test_region_mask_limits_where_the_sdm_may_win(host):
         run(torch.ones(3, 64, 64))  # 3 masks for a batch of 1
 
 
+def _required(node_cls) -> list[str]:
+    return [i.id for i in node_cls.define_schema().inputs if not i.optional]
+
+
 def test_every_node_refuses_inputs_it_does_not_have(host):
-    """ComfyUI passes unknown linked inputs to the function: refuse them at validation."""
-    mappings = host.pack.NODE_CLASS_MAPPINGS
+    """ComfyUI passes unknown linked inputs to execute: refuse them at validation."""
+    mappings = host.nodes
     assert mappings
     for node_id, node_cls in mappings.items():
-        message = node_cls.VALIDATE_INPUTS(person_5=None)
+        message = node_cls.validate_inputs(person_5=None)
         assert isinstance(message, str), node_id
         assert "has no input 'person_5'" in message, message
-        for name in node_cls.INPUT_TYPES()["required"]:
+        for name in _required(node_cls):
             assert name in message, (node_id, name)
-    message = mappings["FaceDiffuserSubjectEncode"].VALIDATE_INPUTS(
-        clip=None, subject_encoder=None, prompt="a man <|image|>", person_1=None, person_5=None
+    message = mappings["FaceDiffuserSubjectEncode"].validate_inputs(
+        clip=None,
+        subject_encoder=None,
+        prompt="a man <|image|>",
+        people={"person_1": None},
+        person_5=None,
     )
     assert "'Face-diffuser Subject Encode' has no input 'person_5'" in message
-    assert "person_4" in message and "object_resolution" in message
+    assert "people (person_1 ... person_4)" in message and "object_resolution" in message
+
+
+def test_people_list_and_old_person_names_are_both_accepted(host):
+    encode = host.nodes["FaceDiffuserSubjectEncode"]
+    base = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>"}
+    assert encode.validate_inputs(**base, people={"person_1": None, "person_2": None}) is True
+    assert encode.validate_inputs(**base, person_1=None, person_2=None) is True  # old graphs
+    assert "no person is connected" in encode.validate_inputs(**base)  # HTTP 400, not later
+    (people,) = [i for i in encode.define_schema().inputs if i.id == "people"]
+    assert people.template.names == ["person_1", "person_2", "person_3", "person_4"]
+    by_position = importlib.import_module(f"{PACK}.nodes.people_input").people_by_position
+    a, b = torch.zeros(1, 4, 4, 3), torch.ones(1, 4, 4, 3)
+    assert by_position({"people": {"person_1": a, "person_2": b}}) == [a, b, None, None]
+    assert by_position({"person_1": a, "person_3": b}) == [a, None, b, None]
+    assert by_position({"people": {"person_2": b}, "person_1": a})[:2] == [a, b]
+    with pytest.raises(host.errors.InputError, match="person_1 is connected twice"):
+        by_position({"people": {"person_1": a}, "person_1": b})
+    with pytest.raises(host.errors.InputError, match="no person is connected"):
+        by_position({"people": {}})
+
+
+def test_settings_show_temperature_only_for_soft(host):
+    settings = host.nodes["FaceDiffuserSNFSettings"]
+    (mode,) = [i for i in settings.define_schema().inputs if i.id == "mode"]
+    assert {o.key: [i.id for i in o.inputs] for o in mode.options} == {
+        "hard": [],
+        "soft": ["temperature"],
+    }
+    (fusion,) = settings.execute(mode={"mode": "soft", "temperature": 0.5}, kernel_size=3).args
+    assert (fusion.mode, fusion.temperature, fusion.kernel_size) == ("soft", 0.5, 3)
+    (fusion,) = settings.execute(mode={"mode": "hard"}, kernel_size=4).args
+    assert fusion.mode == "hard"
+    assert "choices" in settings.validate_inputs(mode={"mode": "no such mode"}, kernel_size=4)
+    low = settings.validate_inputs(mode={"mode": "soft", "temperature": 0.0}, kernel_size=4)
+    assert "temperature: value 0.0 is smaller than the minimum 0.01" in low
+    sampler = host.nodes["FaceDiffuserKSampler"].define_schema()
+    assert "FastComposer" in sampler.search_aliases
+    advanced = {i.id for i in sampler.inputs if getattr(i, "advanced", None)}
+    assert {"scene_end", "fusion_end"} <= advanced
+    assert sampler.hidden == ["PROMPT", "UNIQUE_ID"]  # unread inspection outputs: not rendered
+
+
+def test_a_host_without_dynamic_inputs_gets_fixed_sockets(old_host):
+    encode = old_host.nodes["FaceDiffuserSubjectEncode"]
+    ids = [i.id for i in encode.define_schema().inputs]
+    assert ids[3:] == ["person_1", "person_2", "person_3", "person_4", "object_resolution"]
+    assert encode.define_schema().search_aliases is None  # not passed: 0.3.48 lacks them
+    base = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>"}
+    assert encode.validate_inputs(**base, person_1=None) is True
+    assert encode.validate_inputs(**base, **{"people.person_1": None}) is True  # 0.8.0 graphs
+    assert "has no input 'people.person_5'" in encode.validate_inputs(
+        **base, **{"people.person_5": None}
+    )
+    settings = old_host.nodes["FaceDiffuserSNFSettings"]
+    assert [i.id for i in settings.define_schema().inputs] == ["mode", "kernel_size", "temperature"]
+    (fusion,) = settings.execute(mode="soft", temperature=2.0, kernel_size=4).args
+    assert (fusion.mode, fusion.temperature) == ("soft", 2.0)
+    (fusion,) = settings.execute(mode="hard", kernel_size=4).args  # a 0.8.0 graph: no temperature
+    assert fusion.mode == "hard"
+    assert "is not one of the choices" in settings.validate_inputs(mode="x", kernel_size=4)
 
 
 def test_range_and_choice_checks_still_apply(host):
     """With **kwargs ComfyUI leaves min/max and list checks to the node: they must still hold."""
-    encode = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSubjectEncode"]
+    encode = host.nodes["FaceDiffuserSubjectEncode"]
     good = {"clip": None, "subject_encoder": None, "prompt": "a man <|image|>", "person_1": None}
-    assert encode.VALIDATE_INPUTS(**good, object_resolution=512) is True
-    assert "smaller than the minimum 224" in encode.VALIDATE_INPUTS(**good, object_resolution=100)
-    settings = host.pack.NODE_CLASS_MAPPINGS["FaceDiffuserSNFSettings"]
-    spec = settings.INPUT_TYPES()["required"]
-    choice = next(name for name, s in spec.items() if isinstance(s[0], list))
-    assert "is not one of the choices" in settings.VALIDATE_INPUTS(**{choice: "no such mode"})
+    assert encode.validate_inputs(**good, object_resolution=512) is True
+    assert "smaller than the minimum 224" in encode.validate_inputs(**good, object_resolution=100)
 
 
 @pytest.fixture()
@@ -593,26 +675,27 @@ def test_error_text_names_no_server_paths(folders, host):
 
     guard = importlib.import_module(f"{PACK}.nodes.guard")
 
-    class Node:
-        FUNCTION = "run"
+    io = sys.modules["comfy_api.latest"].io
+
+    class Node(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(node_id="TestNode", display_name="Test node", inputs=[])
 
         @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {}}
-
-        @classmethod
-        def VALIDATE_INPUTS(cls):
+        def validate_inputs(cls):
             raise host.errors.CheckpointError(f"{inside} is unreadable")
 
-        def run(self):
+        @classmethod
+        def execute(cls):
             raise host.errors.CheckpointError(f"{inside} is truncated")
 
-    guard.guard(Node, "Test node")
-    assert Node.VALIDATE_INPUTS() == (
+    guard.guard(Node)
+    assert Node.validate_inputs() == (
         "CheckpointError: models/facediffuser/SDM/pytorch_model.bin is unreadable"
     )
     with pytest.raises(host.errors.CheckpointError) as info:
-        Node().run()
+        Node.execute()
     assert str(info.value) == "models/facediffuser/SDM/pytorch_model.bin is truncated"
 
 
@@ -698,20 +781,18 @@ def test_the_queue_sees_the_nodes_as_they_are_defined(host):
     from facediffuser_core.apiqueue.graph import SAMPLERS, TARGETS
     from facediffuser_core.ranges import NUMBERS
 
-    mappings = host.pack.NODE_CLASS_MAPPINGS
+    nodes = host.nodes
     for sampler in SAMPLERS:
-        assert sampler in mappings, sampler
+        assert sampler in nodes, sampler
     checked = 0
     for setting, targets in TARGETS.items():
         for class_type, name in targets:
             if not class_type.startswith("FaceDiffuser"):
                 continue  # stock ComfyUI nodes: checked against /object_info at run time
-            spec = mappings[class_type].INPUT_TYPES()
-            inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+            inputs = {i.id: i for i in nodes[class_type].define_schema().inputs}
             assert name in inputs, f"{class_type} has no input {name!r} (queue setting {setting})"
-            options = inputs[name][1] if len(inputs[name]) > 1 else {}
             if setting in NUMBERS:
-                low, high = options["min"], options["max"]
+                low, high = inputs[name].min, inputs[name].max
                 assert (low, high) == (NUMBERS[setting]["min"], NUMBERS[setting]["max"])
                 assert _convert(setting, high, Path(".")) == high
                 with pytest.raises(ValueError, match=setting):

@@ -24,8 +24,10 @@ def test_pack_folder_imports_as_a_comfyui_module():
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-        assert isinstance(module.NODE_CLASS_MAPPINGS, dict)
-        assert isinstance(module.NODE_DISPLAY_NAME_MAPPINGS, dict)
+        # V3: the entry point, and no V1 mappings (ComfyUI would ignore the entry point)
+        assert callable(module.comfy_entrypoint) and isinstance(module.NODE_LIST, list)
+        assert not hasattr(module, "NODE_CLASS_MAPPINGS")
+        assert not hasattr(module, "NODE_DISPLAY_NAME_MAPPINGS")
         core = importlib.import_module(f"{name}.facediffuser_core.snf")
         assert callable(core.saliency)
     finally:

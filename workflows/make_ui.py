@@ -40,6 +40,37 @@ def is_widget(spec: list) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def dynamic_slots(name: str, spec: list, api_inputs: dict) -> list[tuple[str, list, object]]:
+    """V3 dynamic inputs as the frontend lays them out: (slot name, spec, API value).
+
+    Autogrow (``people``): one socket ``people.person_N`` per connected person (the API graph
+    may name it ``person_N``). DynamicCombo (``mode``): the combo, then the chosen option's
+    widgets ``mode.<input>``. Other inputs: themselves.
+    """
+    if spec[0] == "COMFY_AUTOGROW_V3":
+        template = spec[1]["template"]
+        inner = next(iter(v for s in template["input"].values() for v in s.values()))
+        found = []
+        for n in template.get("names") or []:
+            value = api_inputs.get(f"{name}.{n}", api_inputs.get(n))
+            if value is not None:
+                found.append((f"{name}.{n}", inner, value))
+        return found
+    if spec[0] == "COMFY_DYNAMICCOMBO_V3":
+        options = spec[1]["options"]
+        chosen = api_inputs.get(name, options[0]["key"])
+        keys = [o["key"] for o in options]
+        found = [(name, [keys, {}], chosen)]
+        for option in options:
+            if option["key"] == chosen:
+                for section in ("required", "optional"):
+                    for sub, sub_spec in (option["inputs"].get(section) or {}).items():
+                        value = api_inputs.get(f"{name}.{sub}", api_inputs.get(sub))
+                        found.append((f"{name}.{sub}", sub_spec, value))
+        return found
+    return [(name, spec, api_inputs.get(name))]
+
+
 def input_specs(info: dict) -> list[tuple[str, list]]:
     order = info.get("input_order") or {k: list(v) for k, v in info["input"].items()}
     specs = []
@@ -73,8 +104,8 @@ def to_ui(api: dict, object_info: dict) -> dict:
         node = api[node_id]
         info = object_info[node["class_type"]]
         inputs, widgets = [], []
-        for name, spec in input_specs(info):
-            value = node["inputs"].get(name)
+        specs = [d for n, s in input_specs(info) for d in dynamic_slots(n, s, node["inputs"])]
+        for name, spec, value in specs:
             if is_widget(spec):
                 if value is None:
                     value = spec[1].get("default") if len(spec) > 1 else None

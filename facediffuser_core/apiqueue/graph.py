@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import HF_REPO
+from .dynamic import (
+    AUTOGROW,
+    DYNAMIC_COMBO,
+    autogrow_slots,
+    option_specs,
+    people_by_plain_names,
+)
 from .errors import QueueError
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -78,7 +85,7 @@ def load_workflow(path: str | os.PathLike) -> dict:
         )
     for node in doc.values():
         node.setdefault("inputs", {})
-    return doc
+    return people_by_plain_names(doc)
 
 
 def input_specs(info: Mapping[str, Any]) -> list[tuple[str, list]]:
@@ -96,7 +103,7 @@ def input_specs(info: Mapping[str, Any]) -> list[tuple[str, list]]:
 
 def is_widget(spec: Sequence[Any]) -> bool:
     kind = spec[0] if spec else None
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    return isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO
 
 
 def _spec_options(spec: Sequence[Any]) -> dict:
@@ -170,8 +177,17 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
         ui_inputs = {i.get("name"): i for i in node.get("inputs") or []}
         inputs: dict[str, Any] = {}
         pos = 0
+        optional = (info.get("input") or {}).get("optional") or {}
+        specs = []
         for name, spec in input_specs(info):
-            link = (ui_inputs.get(name) or {}).get("link")
+            if spec[0] == AUTOGROW:  # V3 list: the sockets the UI node has (people.person_1 ...)
+                specs += autogrow_slots(name, spec, list(ui_inputs))
+            else:
+                specs.append((name, spec))
+        while specs:
+            name, spec = specs.pop(0)
+            ui_input = ui_inputs.get(name) or ui_inputs.get(f"people.{name}") or {}
+            link = ui_input.get("link")
             linked = source(link) if link is not None else None
             if not is_widget(spec):
                 if linked is not None:
@@ -193,12 +209,14 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
                 inputs[name] = linked
             elif present:
                 inputs[name] = value
-            elif "default" in options:
+            elif "default" in options and name not in optional:  # a widget the UI lacks
                 inputs[name] = options["default"]
+            if spec[0] == DYNAMIC_COMBO:  # the chosen option's widgets follow the combo
+                specs[:0] = option_specs(name, spec, inputs.get(name))
         api[node_id] = {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
     if not api:
         raise QueueError("the UI workflow has no nodes to run: save a workflow with nodes in it")
-    return api
+    return people_by_plain_names(api)
 
 
 def server_problems(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
