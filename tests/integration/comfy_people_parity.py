@@ -46,7 +46,8 @@ def main() -> None:
     prompt = "a man <|image|> and a woman <|image|> at the beach"
 
     loaded = load_checkpoint(sdm_file, expect="sdm")
-    subject, text, crops = SubjectEncode().encode(loaded.clip, loaded.subject, prompt, alice, bob)
+    out = SubjectEncode.execute(loaded.clip, loaded.subject, prompt, person_1=alice, person_2=bob)
+    subject, text, crops = out.result
     got, hidden = subject[0][0].float(), text[0][0].float()
 
     engine = build_subject_encoder(load_parts(sdm_file), dtype=torch.float32)

@@ -108,7 +108,7 @@ def test_several_photos_give_the_engines_mean_embedding(comfyui, server, tiny_mo
 
 def _two_people_with_photos(person_1: list[str], person_2: list[str]) -> dict:
     """The shipped two-person graph with the queue's photo chains for each person."""
-    from facediffuser_core.apiqueue.graph import apply_settings
+    from facediffuser_core.apiqueue.settings import apply_settings
 
     api = load_api("facediffuser_two_people.json")
     return apply_settings(api, {"references": [person_1, person_2]})
