@@ -545,6 +545,16 @@ def test_more_references_copy_person_ones_chain():
     assert len(graph) == len(base) + 4
 
 
+def test_a_workflow_with_several_subject_encodes_takes_no_prompt_or_people_by_meaning():
+    regional = api("facediffuser_regional_two_people.json")
+    with pytest.raises(aq.QueueError, match="has 2 Subject Encode nodes .* the prompt of a batch"):
+        aq.apply_settings(regional, {"prompt": "a man <|image|> skiing"})
+    with pytest.raises(aq.QueueError, match="references of a batch row"):
+        aq.apply_settings(regional, {"references": ["a.png", "b.png"]})
+    seeded = aq.apply_settings(regional, {"seed": 7, "steps": 12})  # the rest still applies
+    assert any(n["inputs"].get("seed") == 7 for n in seeded.values())
+
+
 def test_a_setting_without_a_node_is_refused():
     graph = {k: v for k, v in api("facediffuser_one_person.json").items() if k != "12"}
     with pytest.raises(aq.QueueError, match="batch_size was given but the workflow has no node"):

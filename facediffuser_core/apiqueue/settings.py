@@ -212,6 +212,19 @@ SETTING_KEYS = (
 )
 
 
+def _refuse_several_encoders(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    """A prompt or people cannot be spread over several Subject Encode nodes by meaning."""
+    encoders = _nodes_of(graph, "FaceDiffuserSubjectEncode")
+    given = [k for k in ("prompt", "references") if settings.get(k) is not None]
+    if len(encoders) > 1 and given:
+        raise QueueError(
+            f"the workflow has {len(encoders)} Subject Encode nodes (one per person, as in the "
+            f"regional workflow), so the queue cannot tell which of them the {' and '.join(given)} "
+            "of a batch row belong to: leave them out of the batch (set them in the workflow) "
+            "or use a workflow with one Subject Encode"
+        )
+
+
 def apply_settings(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> dict:
     """A copy of ``graph`` with the settings applied to the nodes that mean them.
 
@@ -221,6 +234,7 @@ def apply_settings(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> dic
     ``batch_size``; None values are left as in the graph.
     """
     graph = copy.deepcopy(dict(graph))
+    _refuse_several_encoders(graph, settings)
     for key, value in settings.items():
         if value is None:
             continue
