@@ -104,9 +104,9 @@ def setup(comfy_nodes, pack, folder: Path):
 
     ref = Image.open(folder / "input/facediffuser_person_1.png").convert("RGB")
     person = torch.from_numpy(np.asarray(ref, dtype=np.float32) / 255.0)[None]
-    subject, text, _ = encode_mod.SubjectEncode().encode(
-        sdm.clip, sdm.subject, "a woman <|image|> reading a book in a cafe", person
-    )
+    subject, text, _ = encode_mod.SubjectEncode.execute(  # a V3 node: a classmethod
+        sdm.clip, sdm.subject, "a woman <|image|> reading a book in a cafe", person_1=person
+    ).result
     (negative,) = comfy_nodes.CLIPTextEncode().encode(sdm.clip, "")
     return sdm, tdm, negative, text, subject
 
@@ -125,7 +125,7 @@ def run_once(variant, comfy_nodes, pack, sdm, tdm, conds, size, batch, steps):
     tdm_model, sdm_model = tdm.model, (sdm.model if sdm is not None else None)
     t0 = time.perf_counter()
     if variant == "snf":
-        sampling.SNFKSampler().sample(
+        sampling.SNFKSampler.execute(
             tdm_model,
             sdm_model,
             negative,
