@@ -39,6 +39,21 @@ def pack_nodes(object_info: dict) -> dict:
     return {k: v for k, v in sorted(object_info.items()) if k.startswith(PACK_PREFIX)}
 
 
+def _list_sockets(options: dict) -> dict:
+    """A growing list's sockets by their own names (``person_1`` ...): the names its items
+    show, and the plain sockets a host without lists (ComfyUI 0.3.48) has instead."""
+    template = options.get("template") or {}
+    specs = [
+        spec
+        for part in ("required", "optional")
+        for spec in ((template.get("input") or {}).get(part) or {}).values()
+    ]
+    if not specs or not template.get("names"):
+        return {}
+    tip = specs[0][1].get("tooltip") if len(specs[0]) > 1 else None
+    return {n: {"name": n, **({"tooltip": tip} if tip else {})} for n in template["names"]}
+
+
 def node_defs(object_info: dict) -> dict:
     """The frontend's nodeDefs shape: display_name, description, inputs{}, outputs{"0": }."""
     defs = {}
@@ -53,6 +68,7 @@ def node_defs(object_info: dict) -> dict:
                 inputs[name] = {"name": name}
                 if options.get("tooltip"):
                     inputs[name]["tooltip"] = options["tooltip"]
+                inputs.update(_list_sockets(options))
         entry["inputs"] = inputs
         names = info.get("output_name") or info["output"]
         tips = info.get("output_tooltips") or []
