@@ -39,9 +39,23 @@ def pack_nodes(object_info: dict) -> dict:
     return {k: v for k, v in sorted(object_info.items()) if k.startswith(PACK_PREFIX)}
 
 
+def _nested_inputs(options: dict) -> dict:
+    """Inputs nested in a V3 dynamic input, by their own names: a growing list's sockets
+    (``person_1`` ...) and a dynamic combo's option inputs (``temperature``). They are the
+    names those items show, and the plain inputs a host without V3 dynamic inputs
+    (ComfyUI 0.3.48) has instead."""
+    found = {}
+    for option in options.get("options") or []:
+        if not isinstance(option, dict):
+            continue
+        for part in ("required", "optional"):
+            for name, spec in ((option.get("inputs") or {}).get(part) or {}).items():
+                tip = spec[1].get("tooltip") if len(spec) > 1 else None
+                found[name] = {"name": name, **({"tooltip": tip} if tip else {})}
+    return {**found, **_list_sockets(options)}
+
+
 def _list_sockets(options: dict) -> dict:
-    """A growing list's sockets by their own names (``person_1`` ...): the names its items
-    show, and the plain sockets a host without lists (ComfyUI 0.3.48) has instead."""
     template = options.get("template") or {}
     specs = [
         spec
@@ -68,7 +82,7 @@ def node_defs(object_info: dict) -> dict:
                 inputs[name] = {"name": name}
                 if options.get("tooltip"):
                     inputs[name]["tooltip"] = options["tooltip"]
-                inputs.update(_list_sockets(options))
+                inputs.update(_nested_inputs(options))
         entry["inputs"] = inputs
         names = info.get("output_name") or info["output"]
         tips = info.get("output_tooltips") or []
