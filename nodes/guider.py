@@ -247,11 +247,15 @@ class SNFGuider(comfy.samplers.CFGGuider):
         return guided, uncond_x0, cond_x0
 
     def _finite(self, step: int, stage: Stage, x: torch.Tensor, **outputs) -> None:
-        """Stop at the first non-finite prediction (one device sync for all outputs)."""
-        flags = torch.stack([torch.isfinite(t).all() for t in outputs.values()])
-        if bool(flags.all()):
+        """Stop at the first non-finite prediction: one sum per output and one device sync.
+
+        A NaN or inf anywhere makes the sum non-finite (finite predictions cannot overflow
+        a float32 sum); only then is each output checked to name the model.
+        """
+        total = sum(t.sum(dtype=torch.float32) for t in outputs.values())
+        if bool(torch.isfinite(total)):
             return
-        role = next(name for name, ok in zip(outputs, flags.tolist(), strict=True) if not ok)
+        role = next(name for name, t in outputs.items() if not bool(torch.isfinite(t).all()))
         raise _nonfinite_error(role, step, stage, x)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - host API
