@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..facediffuser_core.catalog import DOWNLOAD_HINT, HF_REPO
 from ..facediffuser_core.errors import FaceDiffuserError
-from ..facediffuser_core.weights.modelfiles import DOWNLOAD_HINT
 from . import paths, provenance
 from .comfy_models import load_checkpoint
 from .types import CATEGORY, Subject
@@ -47,7 +47,7 @@ class LoadSDM(io.ComfyNode):
             node_id="FaceDiffuserLoadSDM",
             display_name="Load Face-diffuser SDM",
             category=CATEGORY,
-            description="Loads the Face-diffuser SDM (CodeGoat24/Face-diffuser, folder SDM/).",
+            description=f"Loads the Face-diffuser SDM ({HF_REPO}, folder SDM/).",
             search_aliases=["FastComposer", "subject model", "identity", "face"],
             inputs=[_model_input("usually SDM/pytorch_model.bin")],
             outputs=[
@@ -90,7 +90,7 @@ class LoadTDM(io.ComfyNode):
             node_id="FaceDiffuserLoadTDM",
             display_name="Load Face-diffuser TDM",
             category=CATEGORY,
-            description="Loads the Face-diffuser TDM (CodeGoat24/Face-diffuser, folder TDM/). "
+            description=f"Loads the Face-diffuser TDM ({HF_REPO}, folder TDM/). "
             + DOWNLOAD_HINT,
             search_aliases=["text model", "scene model"],
             inputs=[_model_input("usually TDM/pytorch_model.bin")],
