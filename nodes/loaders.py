@@ -90,8 +90,7 @@ class LoadTDM(io.ComfyNode):
             node_id="FaceDiffuserLoadTDM",
             display_name="Load Face-diffuser TDM",
             category=CATEGORY,
-            description=f"Loads the Face-diffuser TDM ({HF_REPO}, folder TDM/). "
-            + DOWNLOAD_HINT,
+            description=f"Loads the Face-diffuser TDM ({HF_REPO}, folder TDM/). " + DOWNLOAD_HINT,
             search_aliases=["text model", "scene model"],
             inputs=[_model_input("usually TDM/pytorch_model.bin")],
             outputs=[
