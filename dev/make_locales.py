@@ -20,11 +20,14 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facediffuser_core.node_names import PACK_PREFIX  # noqa: E402
+
 # the pack's nodes as a real ComfyUI served them, saved whenever this runs against a server
 FIXTURE = ROOT / "tests" / "fixtures" / "comfyui" / "object_info_pack.json"
 LOCALES = ROOT / "locales"
 TRANSLATIONS = ROOT / "dev" / "translations"
-PACK_PREFIX = "FaceDiffuser"
 CATEGORY = "Face-diffuser"
 
 

@@ -24,7 +24,10 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK_PREFIX = "FaceDiffuser"
+sys.path.insert(0, str(ROOT))
+
+from facediffuser_core.node_names import FACE_CROP, PACK_PREFIX  # noqa: E402
+
 BLUEPRINT = ROOT / "subgraphs" / "Face-diffuser person.json"
 BLUEPRINT_ID = "5f1d2c3a-7e44-4b7e-9a51-facedff00001"
 
@@ -99,7 +102,7 @@ def blueprint(cnr_id: str, version: str) -> dict:
             },
             {
                 "id": 2,
-                "type": "FaceDiffuserFaceCrop",
+                "type": FACE_CROP,
                 "pos": [560, 300],
                 "size": [300, 262],
                 "flags": {},
@@ -115,7 +118,7 @@ def blueprint(cnr_id: str, version: str) -> dict:
                     {"name": "preview", "type": "IMAGE", "links": []},
                 ],
                 "title": "Face-diffuser Face Crop",
-                "properties": {"Node name for S&R": "FaceDiffuserFaceCrop"},
+                "properties": {"Node name for S&R": FACE_CROP},
                 "widgets_values": crop_widgets,
             },
         ],

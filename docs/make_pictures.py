@@ -20,6 +20,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facediffuser_core.node_names import PACK_PREFIX  # noqa: E402
+
 WORKFLOWS = ROOT / "workflows"
 ICON = ROOT / "docs" / "icon.png"
 THUMB_SIZE = (640, 400)
@@ -123,7 +127,7 @@ def thumbnail(graph: dict, title: str) -> Image.Image:
     for node in nodes.values():
         x0, y0 = at(node["pos"][0], node["pos"][1] - 30)
         x1, y1 = at(node["pos"][0] + node["size"][0], node["pos"][1] + node["size"][1])
-        ours = node["type"].startswith("FaceDiffuser")
+        ours = node["type"].startswith(PACK_PREFIX)
         bar = PACK_ACCENT if ours else (70, 70, 70)
         draw.rounded_rectangle((x0, y0, x1, y1), radius=5, fill=(53, 53, 53), outline=bar)
         draw.rounded_rectangle((x0, y0, x1, y0 + 30 * scale), radius=5, fill=bar)

@@ -16,33 +16,26 @@ log = logging.getLogger("facediffuser")
 
 NODES: list[type] = []  # guarded V3 node classes, in menu order
 
-# module -> [(class name, node id, display name)] (names for the log when a module fails)
+# module -> [(class name, display name)] (names for the log when a module fails; each node's
+# id is in its schema, from facediffuser_core.node_names)
 _NODES = {
     "loaders": [
-        ("LoadSDM", "FaceDiffuserLoadSDM", "Load Face-diffuser SDM"),
-        ("LoadTDM", "FaceDiffuserLoadTDM", "Load Face-diffuser TDM"),
+        ("LoadSDM", "Load Face-diffuser SDM"),
+        ("LoadTDM", "Load Face-diffuser TDM"),
     ],
     "subject_encode": [
-        ("SubjectEncode", "FaceDiffuserSubjectEncode", "Face-diffuser Subject Encode"),
+        ("SubjectEncode", "Face-diffuser Subject Encode"),
     ],
     "sampling": [
-        ("SNFSettings", "FaceDiffuserSNFSettings", "Face-diffuser SNF Settings"),
-        ("SNFGuiderNode", "FaceDiffuserSNFGuider", "Face-diffuser SNF Guider"),
-        ("SNFKSampler", "FaceDiffuserKSampler", "Face-diffuser KSampler (SNF)"),
-        ("SNFInspect", "FaceDiffuserInspect", "Face-diffuser Inspect"),
+        ("SNFSettings", "Face-diffuser SNF Settings"),
+        ("SNFGuiderNode", "Face-diffuser SNF Guider"),
+        ("SNFKSampler", "Face-diffuser KSampler (SNF)"),
+        ("SNFInspect", "Face-diffuser Inspect"),
     ],
     "faces": [
-        (
-            "FaceAnalysisLoader",
-            "FaceDiffuserFaceAnalysisLoader",
-            "Face-diffuser Face Analysis Loader",
-        ),
-        ("FaceCrop", "FaceDiffuserFaceCrop", "Face-diffuser Face Crop"),
-        (
-            "IdentitySimilarity",
-            "FaceDiffuserIdentitySimilarity",
-            "Face-diffuser Identity Similarity",
-        ),
+        ("FaceAnalysisLoader", "Face-diffuser Face Analysis Loader"),
+        ("FaceCrop", "Face-diffuser Face Crop"),
+        ("IdentitySimilarity", "Face-diffuser Identity Similarity"),
     ],
 }
 
@@ -78,12 +71,12 @@ for _module_name, _nodes in _NODES.items():
     except Exception as _exc:  # one broken module must not take the other nodes down
         log.warning(
             "Face-diffuser: nodes %s are disabled (%s: %s): %s",
-            ", ".join(display for _, _, display in _nodes),
+            ", ".join(display for _, display in _nodes),
             type(_exc).__name__,
             _exc,
             _why(_exc),
             exc_info=not isinstance(_exc, ImportError),
         )
         continue
-    for _class_name, _node_id, _display in _nodes:
+    for _class_name, _display in _nodes:
         NODES.append(_guard(getattr(_module, _class_name), _display))

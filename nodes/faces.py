@@ -22,6 +22,13 @@ from ..facediffuser_core.faces import (
     list_face_packs,
     load_face_analysis,
 )
+from ..facediffuser_core.node_names import (
+    CROP_IMAGES,
+    FACE_ANALYSIS_LOADER,
+    FACE_CROP,
+    FACE_PACK,
+    IDENTITY_SIMILARITY,
+)
 from . import paths
 from .people import people_in_order
 from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
@@ -88,7 +95,7 @@ class FaceAnalysisLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserFaceAnalysisLoader",
+            node_id=FACE_ANALYSIS_LOADER,
             display_name="Face-diffuser Face Analysis Loader",
             category=CATEGORY,
             description="Loads an insightface model pack from models/insightface/models/<pack> "
@@ -97,7 +104,7 @@ class FaceAnalysisLoader(io.ComfyNode):
             search_aliases=["insightface", "face detection", "ArcFace", "face"],
             inputs=[
                 io.Combo.Input(
-                    "pack",
+                    FACE_PACK,
                     options=_packs(),
                     tooltip="Folder in models/insightface/models/ (buffalo_l: detector "
                     "det_10g.onnx + ArcFace w600k_r50.onnx).",
@@ -140,14 +147,14 @@ class FaceCrop(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserFaceCrop",
+            node_id=FACE_CROP,
             display_name="Face-diffuser Face Crop",
             category=CATEGORY,
             description="Detects a face per image, expands the box by a margin and crops a square.",
             search_aliases=["face crop", "reference photo", "face"],
             inputs=[
                 Faces.Input("face_analysis", tooltip="From 'Face Analysis Loader'."),
-                io.Image.Input("images", tooltip="Photos of the person (a batch crops each)."),
+                io.Image.Input(CROP_IMAGES, tooltip="Photos of the person (a batch crops each)."),
                 io.Combo.Input(
                     "face",
                     options=["largest", "by index (left to right)"],
@@ -243,7 +250,7 @@ class IdentitySimilarity(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserIdentitySimilarity",
+            node_id=IDENTITY_SIMILARITY,
             display_name="Face-diffuser Identity Similarity",
             category=CATEGORY,
             description="Identity fidelity as in the literature: faces are matched one-to-one "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..facediffuser_core.catalog import DOWNLOAD_HINT, HF_REPO
 from ..facediffuser_core.errors import FaceDiffuserError
+from ..facediffuser_core.node_names import LOAD_SDM, LOAD_TDM, MODEL_NAME
 from . import paths, provenance
 from .comfy_models import load_checkpoint
 from .types import CATEGORY, Subject
@@ -12,7 +13,7 @@ from .v3 import io, schema
 
 def _model_input(default_hint: str):
     return io.Combo.Input(
-        "model_name",
+        MODEL_NAME,
         options=paths.model_list(),
         tooltip=f"File or converted set in models/facediffuser/ ({default_hint}). "
         "Published pytorch_model.bin files and folders written by 'facediffuser convert' "
@@ -44,7 +45,7 @@ class LoadSDM(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserLoadSDM",
+            node_id=LOAD_SDM,
             display_name="Load Face-diffuser SDM",
             category=CATEGORY,
             description=f"Loads the Face-diffuser SDM ({HF_REPO}, folder SDM/).",
@@ -87,7 +88,7 @@ class LoadTDM(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserLoadTDM",
+            node_id=LOAD_TDM,
             display_name="Load Face-diffuser TDM",
             category=CATEGORY,
             description=f"Loads the Face-diffuser TDM ({HF_REPO}, folder TDM/). " + DOWNLOAD_HINT,

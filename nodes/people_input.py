@@ -11,11 +11,12 @@ The i-th person binds the i-th ``<|image|>`` marker; errors name people as ``per
 from __future__ import annotations
 
 from ..facediffuser_core.errors import InputError
+from ..facediffuser_core.node_names import PEOPLE, PERSON, person_input
 from ..facediffuser_core.subject.prompt import MAX_SUBJECTS
 from .v3 import HAS_AUTOGROW, OPTIONAL_AUTOGROW, io
 
-NAMES = tuple(f"person_{i}" for i in range(1, MAX_SUBJECTS + 1))
-LIST = "people"
+NAMES = tuple(person_input(i) for i in range(1, MAX_SUBJECTS + 1))
+LIST = PEOPLE
 # the other naming, accepted by the guard and handled by :func:`people_by_position`
 LEGACY_INPUTS = NAMES if HAS_AUTOGROW else tuple(f"{LIST}.{n}" for n in NAMES)
 
@@ -26,7 +27,7 @@ def people_inputs(tooltip: str) -> list:
         # optional sockets where the host allows (0.12 would otherwise require
         # people.person_1 by that name and refuse graphs naming it person_1); at least one
         # person is checked at validation either way
-        person = io.Image.Input("person", optional=OPTIONAL_AUTOGROW, tooltip=tooltip)
+        person = io.Image.Input(PERSON, optional=OPTIONAL_AUTOGROW, tooltip=tooltip)
         template = io.Autogrow.TemplateNames(person, names=list(NAMES), min=1)
         return [
             io.Autogrow.Input(

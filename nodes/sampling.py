@@ -16,6 +16,7 @@ from ..facediffuser_core.engine.sampling import StepRecord
 from ..facediffuser_core.engine.snf import PAPER_FUSION, FusionSettings
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
+from ..facediffuser_core.node_names import INSPECT, KSAMPLER, SNF_GUIDER, SNF_SETTINGS
 from .guider import VAE_FACTOR, SNFGuider, check_latent
 from .sampling_inputs import (
     cfg_input,
@@ -73,7 +74,7 @@ class SNFSettings(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserSNFSettings",
+            node_id=SNF_SETTINGS,
             display_name="Face-diffuser SNF Settings",
             category=CATEGORY,
             description="Saliency-adaptive Noise Fusion settings for the Face-diffuser "
@@ -110,7 +111,7 @@ class SNFGuiderNode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserSNFGuider",
+            node_id=SNF_GUIDER,
             display_name="Face-diffuser SNF Guider",
             category=CATEGORY,
             description="Face-diffuser's three stages as a guider: TDM alone, SNF fusion, SDM "
@@ -137,7 +138,7 @@ class SNFKSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserKSampler",
+            node_id=KSAMPLER,
             display_name="Face-diffuser KSampler (SNF)",
             category=CATEGORY,
             description="Face-diffuser sampling: TDM alone, then Saliency-adaptive Noise "
@@ -235,7 +236,7 @@ class SNFInspect(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserInspect",
+            node_id=INSPECT,
             display_name="Face-diffuser Inspect",
             category=CATEGORY,
             description="Connect the Face-diffuser guider and the latent SamplerCustomAdvanced "

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from ..facediffuser_core.node_names import (
+    CFG,
+    FUSION_END,
+    NEGATIVE,
+    SCENE_END,
+    SEED,
+    STEPS,
+)
 from ..facediffuser_core.ranges import NUMBERS
 from .types import SNF
 from .v3 import HAS_DYNAMIC_COMBO, advanced, io
@@ -15,15 +23,15 @@ def _number(name: str) -> dict:
 def fraction_inputs() -> list:
     return [
         io.Float.Input(
-            "scene_end",
-            **_number("scene_end"),
+            SCENE_END,
+            **_number(SCENE_END),
             tooltip="Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of "
             "50 steps = 0.32 (start_merge_step 15). Scales with the step count.",
             **advanced(),
         ),
         io.Float.Input(
-            "fusion_end",
-            **_number("fusion_end"),
+            FUSION_END,
+            **_number(FUSION_END),
             tooltip="Fraction of the steps finished when fusion (stage 2) ends; the SDM "
             "alone does the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
             **advanced(),
@@ -36,7 +44,7 @@ def model_inputs() -> list:
         io.Model.Input("tdm_model", tooltip="Text-driven model: builds the scene (any SD1.5)."),
         io.Model.Input("sdm_model", tooltip="Subject-augmented model: renders the people."),
         io.Conditioning.Input(
-            "negative",
+            NEGATIVE,
             tooltip="The TDM's unconditional branch (paper: the empty prompt, encoded with "
             "the SDM's CLIP).",
         ),
@@ -53,8 +61,8 @@ def model_inputs() -> list:
 
 def cfg_input() -> io.Float.Input:
     return io.Float.Input(
-        "cfg",
-        **_number("cfg"),
+        CFG,
+        **_number(CFG),
         tooltip="Guidance scale w for both models (paper: 5).",
     )
 
@@ -82,12 +90,12 @@ def ksampler_inputs(samplers: list[str], schedulers: list[str]) -> list:
     return [
         io.Latent.Input("latent_image", tooltip="Empty Latent Image (SD1.5: 4 channels)."),
         io.Int.Input(
-            "seed",
-            **_number("seed"),
+            SEED,
+            **_number(SEED),
             control_after_generate=True,
             tooltip="Noise seed.",
         ),
-        io.Int.Input("steps", **_number("steps"), tooltip="Sampling steps (paper: 50)."),
+        io.Int.Input(STEPS, **_number(STEPS), tooltip="Sampling steps (paper: 50)."),
         cfg_input(),
         io.Combo.Input(
             "sampler_name",

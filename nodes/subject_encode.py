@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..facediffuser_core.errors import ModelError
+from ..facediffuser_core.node_names import PROMPT, SUBJECT_ENCODE
 from ..facediffuser_core.subject.photos import mean_per_person, preprocess_people
 from ..facediffuser_core.subject.prompt import (
     chunk_tokens,
@@ -45,7 +46,7 @@ class SubjectEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return schema(
-            node_id="FaceDiffuserSubjectEncode",
+            node_id=SUBJECT_ENCODE,
             display_name="Face-diffuser Subject Encode",
             category=CATEGORY,
             description="Write <|image|> right after the word for each person ('a man <|image|> "
@@ -58,7 +59,7 @@ class SubjectEncode(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The SDM's CLIP (from 'Load Face-diffuser SDM')."),
                 Subject.Input("subject_encoder", tooltip="From 'Load Face-diffuser SDM'."),
                 io.String.Input(
-                    "prompt",
+                    PROMPT,
                     multiline=True,
                     default="a man <|image|> and a woman <|image|> at the beach",
                     tooltip="Prompt with one <|image|> directly after the word naming each "

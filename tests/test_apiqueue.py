@@ -69,6 +69,7 @@ class FakeComfy:
         self.drop_after_accept = 0  # queue the prompt, then drop the connection
         self.paused = False
         self.received: list[tuple[str, dict]] = []  # every accepted prompt
+        self.info_requests: list[str] = []  # the node class of every GET /object_info/<class>
         self.interrupts: list[str | None] = []
         self.deleted: list[str] = []
         self.uploads: dict[str, bytes] = {}
@@ -147,6 +148,7 @@ class FakeComfy:
 
     async def get_object_info(self, request):
         cls = request.match_info.get("cls")
+        self.info_requests.append(cls or "")
         if cls is None:
             return web.json_response(self.object_info)
         info = self.object_info.get(cls)
@@ -938,6 +940,69 @@ def test_ui_workflow_is_converted_with_the_servers_object_info(tmp_path, fake, r
     )
 
 
+def test_numbers_are_checked_against_the_servers_object_info(tmp_path, fake, refs):
+    """A server whose pack allows cfg up to 50 is honoured (the pack here says 30), and a
+    row beyond it is refused naming row, setting, range and server; /object_info is read
+    once per node class, shared by planning and the server's workflow check."""
+    fake.object_info = copy.deepcopy(fake.object_info)
+    fake.object_info["FaceDiffuserKSampler"]["input"]["required"]["cfg"][1]["max"] = 50.0
+    batch = items(2, refs)
+    batch[0].settings["cfg"] = 40.0
+    batch[1].settings["cfg"] = 60.0
+    result = aq.run_queue(batch, options(tmp_path, [fake]))
+    assert result.done == ["item00"] and result.invalid == ["item01"]
+    assert fake.received[0][1]["20"]["inputs"]["cfg"] == 40.0
+    assert manifest(tmp_path)["items"]["item01"]["error"] == (
+        f"line 3: cfg 60 is out of range: FaceDiffuserKSampler.cfg on server {fake.url} takes "
+        "0 to 50; give a value in that range"
+    )
+    asked = [c for c in fake.info_requests if c]
+    assert asked and len(asked) == len(set(asked))
+
+
+def test_a_row_must_fit_every_server_it_may_go_to(tmp_path, two_fakes, refs):
+    wide, default = two_fakes
+    wide.object_info = copy.deepcopy(wide.object_info)
+    wide.object_info["FaceDiffuserKSampler"]["input"]["required"]["cfg"][1]["max"] = 50.0
+    batch = items(1, refs, cfg=40.0)
+    result = aq.run_queue(batch, options(tmp_path, [wide, default]))
+    assert result.invalid == ["item00"] and not wide.received and not default.received
+    error = manifest(tmp_path)["items"]["item00"]["error"]
+    assert f"FaceDiffuserKSampler.cfg on server {default.url} takes 0 to 30" in error
+
+
+def test_a_narrower_server_range_wins_and_the_packs_applies_without_one():
+    graph = api("facediffuser_one_person.json")
+    info = copy.deepcopy(fixture("object_info.json"))
+    info["FaceDiffuserKSampler"]["input"]["required"]["steps"][1]["max"] = 20
+    limits = aq.with_pack_limits(aq.server_limits(graph, info, "http://gpu1:8188"))
+    aq.check_limits({"steps": 20, "cfg": 30.0, "seed": 2**64 - 1}, limits)
+    with pytest.raises(
+        aq.QueueError,
+        match="steps 21 is out of range: FaceDiffuserKSampler.steps "
+        "on server http://gpu1:8188 takes 1 to 20",
+    ):
+        aq.check_limits({"steps": 21}, limits)
+    # a server without the pack gives no range for its inputs: the pack's own applies
+    offline = aq.with_pack_limits(aq.server_limits(graph, {}, "http://bare:8188"))
+    assert offline == aq.pack_limits()
+    with pytest.raises(
+        aq.QueueError,
+        match=r"cfg 30.5 is out of range: .* \(no server gave its "
+        r"range\) takes 0 to 30",
+    ):
+        aq.check_limits({"cfg": 30.5}, offline)
+    with pytest.raises(aq.QueueError, match="seed -1 .* takes 0 to 2\\^64-1"):
+        aq.check_limits({"seed": -1}, offline)
+    # the guider graph: the stock nodes' ranges come from the server too
+    stock = aq.server_limits(api("facediffuser_guider_advanced.json"), info, "http://gpu1:8188")
+    assert {(lim.node_id, lim.input) for lim in stock} >= {
+        ("RandomNoise", "noise_seed"),
+        ("BasicScheduler", "steps"),
+        ("FaceDiffuserSNFGuider", "cfg"),
+    }
+
+
 # =========================================================================== command line
 
 
@@ -1001,6 +1066,11 @@ def test_cli_user_errors_exit_2(tmp_path, fake, capsys):
     assert "is not a ComfyUI address" in capsys.readouterr().err
     assert main(["queue", str(tmp_path / "none.json"), "-s", fake.url]) == 2
     assert "does not exist" in capsys.readouterr().err
+    too_high = ["queue", "-s", fake.url, "-p", "a man <|image|> at sea", "--cfg", "31"]
+    assert main([*too_high, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert f"cfg 31 is out of range: FaceDiffuserKSampler.cfg on server {fake.url}" in (
+        capsys.readouterr().err
+    )
 
 
 def test_ctrl_c_stops_cleanly_and_cancels_with_interrupt(tmp_path, fake, refs):

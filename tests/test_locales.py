@@ -1,10 +1,10 @@
 """The i18n files (locales/<lang>/) and help pages (web/docs/) cover every node.
 
-The node ids come from the node sources (V1 or V3 alike), the inputs and outputs from a real
-ComfyUI's ``/object_info`` saved by dev/make_locales.py (one shape for V1 and V3). The English
-strings must be exactly what dev/make_locales.py writes from that fixture (generated, never
-edited by hand); each other language must translate every string. The live server is checked in
-tests/integration/test_comfyui_registry.py.
+The node ids come from ``facediffuser_core/node_names.py`` (what the schemas use), the inputs
+and outputs from a real ComfyUI's ``/object_info`` saved by dev/make_locales.py (one shape for
+V1 and V3). The English strings must be exactly what dev/make_locales.py writes from that
+fixture (generated, never edited by hand); each other language must translate every string.
+The live server is checked in tests/integration/test_comfyui_registry.py.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ def _generator():
 
 
 def node_ids_in_source() -> set[str]:
-    """Node ids the pack registers, read from its sources (survives V1 -> V3)."""
-    text = "\n".join(p.read_text() for p in (ROOT / "nodes").glob("*.py"))
-    return set(re.findall(r"[\"'](FaceDiffuser[A-Z][A-Za-z]+)[\"']", text))
+    """Node ids the pack registers: its schemas take them from facediffuser_core.node_names
+    (tests/test_nodes_offline.py checks that the loaded nodes have exactly these)."""
+    from facediffuser_core.node_names import NODE_IDS
+
+    return set(NODE_IDS)
 
 
 def _load(lang: str, name: str) -> dict:

@@ -8,6 +8,7 @@ per-run state, and the refusals. The real host is exercised in tests/integration
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import sys
 import types
@@ -116,10 +117,18 @@ def _fake_host() -> dict[str, types.ModuleType]:
     return modules
 
 
-def _load_pack(monkeypatch, caplog, dynamic=True):
-    fakes = {**_fake_host(), **fake_comfy_api.make(dynamic)}
+def _load_pack(monkeypatch, caplog, dynamic=True, extra=None, contract=None):
+    """The pack on the fake host; ``extra``: more host modules; ``contract``: the source of
+    the pack's facediffuser_core/node_names.py to load instead of the file's."""
+    fakes = {**_fake_host(), **fake_comfy_api.make(dynamic), **(extra or {})}
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
+        if name.startswith("comfy."):
+            setattr(fakes["comfy"], name.split(".", 1)[1], module)
+    if contract is not None:  # found in sys.modules, so the pack's imports take this one
+        names = _module(f"{PACK}.facediffuser_core.node_names")
+        exec(contract, names.__dict__)
+        monkeypatch.setitem(sys.modules, names.__name__, names)
     spec = importlib.util.spec_from_file_location(
         PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
     )
@@ -774,30 +783,154 @@ def test_subject_encoder_and_clip_must_share_their_sdm(host, caplog):
         )
 
 
-def test_the_queue_sees_the_nodes_as_they_are_defined(host):
-    """Every (node, input) the queue writes exists on the node with the queue's range: a
-    renamed input or a changed limit breaks this test, not a user's batch."""
-    from facediffuser_core.apiqueue.batch import _convert
-    from facediffuser_core.apiqueue.graph import SAMPLERS, TARGETS
-    from facediffuser_core.ranges import NUMBERS
+# --------------------------------------------------------------------------- the queue's view
 
-    nodes = host.nodes
-    for sampler in SAMPLERS:
-        assert sampler in nodes, sampler
-    checked = 0
-    for setting, targets in TARGETS.items():
-        for class_type, name in targets:
-            if not class_type.startswith("FaceDiffuser"):
-                continue  # stock ComfyUI nodes: checked against /object_info at run time
-            inputs = {i.id: i for i in nodes[class_type].define_schema().inputs}
-            assert name in inputs, f"{class_type} has no input {name!r} (queue setting {setting})"
-            if setting in NUMBERS:
-                low, high = inputs[name].min, inputs[name].max
-                assert (low, high) == (NUMBERS[setting]["min"], NUMBERS[setting]["max"])
-                assert _convert(setting, high, Path(".")) == high
-                with pytest.raises(ValueError, match=setting):
-                    _convert(setting, high + 1, Path("."))
-                with pytest.raises(ValueError, match=setting):
-                    _convert(setting, low - 1, Path("."))
-                checked += 1
-    assert checked >= 6  # seed, steps, cfg x2, scene_end x2, fusion_end x2
+
+def _host_stubs(tmp_path) -> dict[str, types.ModuleType]:
+    """Host modules the loader and face nodes import; their schemas call only folder_paths."""
+    registered: dict = {}
+
+    def add_model_folder_path(name, path, is_default=False):
+        registered.setdefault(name, ([], set()))[0].append(str(path))
+
+    stubs = {
+        name: _module(name)
+        for name in (
+            "comfy.sd",
+            "comfy.sd1_clip",
+            "comfy.supported_models",
+            "comfy.model_detection",
+            "comfy.clip_model",
+            "comfy.ops",
+        )
+    }
+    stubs["folder_paths"] = _module(
+        "folder_paths",
+        base_path=str(tmp_path),
+        models_dir=str(tmp_path / "models"),
+        folder_names_and_paths=registered,
+        supported_pt_extensions={".bin", ".safetensors"},
+        add_model_folder_path=add_model_folder_path,
+        get_folder_paths=lambda name: list(registered.get(name, ([], set()))[0]),
+    )
+    return stubs
+
+
+@pytest.fixture()
+def all_nodes(monkeypatch, caplog, tmp_path):
+    """Every node of the pack, loaded on the fake host (loaders and face nodes too)."""
+    yield _load_pack(monkeypatch, caplog, extra=_host_stubs(tmp_path)).nodes
+    for key in [k for k in sys.modules if k.startswith(PACK)]:
+        del sys.modules[key]
+
+
+def _schema_inputs(node) -> dict[str, tuple]:
+    """input name -> (min, max) as the node's V3 schema declares it (a list's slots too)."""
+    inputs = {}
+    for spec in node.define_schema().inputs:
+        inputs[spec.id] = (spec.min, spec.max)
+        for slot in getattr(getattr(spec, "template", None), "names", None) or ():
+            inputs[slot] = (None, None)
+    return inputs
+
+
+def _recorded_inputs(info: dict) -> dict[str, tuple]:
+    """The same from a recorded /object_info entry (tests/fixtures/comfyui)."""
+    inputs = {}
+    for section in ("required", "optional"):
+        for name, spec in ((info.get("input") or {}).get(section) or {}).items():
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            inputs[name] = (options.get("min"), options.get("max"))
+            for slot in (options.get("template") or {}).get("names") or ():
+                inputs[slot] = (None, None)
+    return inputs
+
+
+def _queue_mismatches(defined: dict[str, dict[str, tuple]]) -> list[str]:
+    """What the queue relies on that the node definitions ``defined`` lack or range otherwise.
+
+    The queue's side is read from the queue (the ``facediffuser_core`` on sys.path); the
+    definitions come from the nodes, so the two are independent views.
+    """
+    from facediffuser_core.apiqueue.limits import pack_limits
+    from facediffuser_core.apiqueue.settings import pack_inputs
+
+    problems = []
+    for node_id, names in sorted(pack_inputs().items()):
+        if node_id not in defined:
+            problems.append(f"the queue uses node {node_id}, which the pack does not define")
+            continue
+        problems += [
+            f"the queue writes {node_id}.{name}, which the node does not have"
+            for name in sorted(names - set(defined[node_id]))
+        ]
+    for limit in pack_limits():  # the ranges the queue applies when no server gives one
+        declared = defined.get(limit.node_id, {}).get(limit.input)
+        if declared is not None and declared != (limit.low, limit.high):
+            problems.append(f"{limit.setting}: queue {limit.describe()}, node {declared}")
+    return problems
+
+
+def test_the_queue_sees_the_nodes_as_they_are_defined(all_nodes):
+    """Every node and input the queue relies on exists as the nodes define it, with the
+    range the queue checks offline: a renamed input breaks this test, not a user's batch."""
+    from facediffuser_core.apiqueue.limits import pack_limits
+    from facediffuser_core.node_names import NODE_IDS
+
+    assert sorted(all_nodes) == sorted(NODE_IDS)
+    defined = {node_id: _schema_inputs(node) for node_id, node in all_nodes.items()}
+    assert _queue_mismatches(defined) == []
+    assert {limit.setting for limit in pack_limits()} == {
+        "seed",
+        "steps",
+        "cfg",
+        "scene_end",
+        "fusion_end",
+    }
+
+
+def test_the_recorded_object_info_matches_the_queue():
+    """The fixtures the queue's tests replay were recorded from the nodes as they are."""
+    for name in ("object_info.json", "object_info_pack.json"):
+        recorded = json.loads((ROOT / "tests/fixtures/comfyui" / name).read_text())
+        defined = {node_id: _recorded_inputs(info) for node_id, info in recorded.items()}
+        assert _queue_mismatches(defined) == [], f"record {name} again (tests/fixtures/comfyui)"
+
+
+def test_a_queue_range_other_than_the_nodes_is_caught(all_nodes, monkeypatch):
+    """The queue once allowed cfg up to 100 while the node stopped at 30."""
+    from facediffuser_core import ranges
+
+    monkeypatch.setitem(ranges.NUMBERS["cfg"], "max", 100.0)  # the queue's copy only
+    defined = {node_id: _schema_inputs(node) for node_id, node in all_nodes.items()}
+    assert _queue_mismatches(defined) == ["cfg: queue 0 to 100, node (0.0, 30.0)"]
+
+
+@pytest.mark.parametrize(
+    "line, renamed, problem",
+    [
+        ('SEED = "seed"', 'SEED = "noise_seed"', "FaceDiffuserKSampler.seed, which the node"),
+        ('PERSON = "person"', 'PERSON = "face"', "FaceDiffuserSubjectEncode.person_1, which"),
+        (
+            'KSAMPLER = "FaceDiffuserKSampler"',
+            'KSAMPLER = "FaceDiffuserSampler"',
+            "node FaceDiffuserKSampler, which the pack does not define",
+        ),
+    ],
+)
+def test_the_tie_reads_the_nodes_schemas_not_the_contract_twice(
+    monkeypatch, caplog, tmp_path, line, renamed, problem
+):
+    """Nodes built from a renamed contract (as on a server with another version) while the
+    queue keeps the old name: the tie check must report it."""
+    source = (ROOT / "facediffuser_core" / "node_names.py").read_text()
+    assert line in source
+    try:
+        nodes = _load_pack(
+            monkeypatch, caplog, extra=_host_stubs(tmp_path), contract=source.replace(line, renamed)
+        ).nodes
+        defined = {node_id: _schema_inputs(node) for node_id, node in nodes.items()}
+    finally:
+        for key in [k for k in sys.modules if k.startswith(PACK)]:
+            del sys.modules[key]
+    assert any(problem in p for p in _queue_mismatches(defined)), _queue_mismatches(defined)

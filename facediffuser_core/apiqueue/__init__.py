@@ -21,7 +21,8 @@ Only the standard library is used for HTTP and the websocket; ``tqdm`` draws the
 
 Modules, lowest layer first (each imports only the ones above it): ``errors`` (the
 exceptions), ``graph`` (loading and converting workflow graphs), ``photos``, ``settings``
-(settings by meaning), ``rejections`` (readable server errors), ``client`` (HTTP),
+(settings by meaning), ``limits`` (the numbers' ranges: a server's ``/object_info``, else
+the pack's), ``rejections`` (readable server errors), ``client`` (HTTP),
 ``websocket`` (``/ws`` progress), ``batch`` (batch files), ``manifest`` (``manifest.json``),
 ``jobs`` (the queue's values), ``server`` (one thread per server), ``dispatch`` (the
 dispatcher), ``runner`` (planning, :func:`run_queue`), ``cli`` (the command). It is a client
@@ -30,6 +31,7 @@ of ComfyUI, built on the engine's torch-free prompt parsing; the engine never im
 
 from __future__ import annotations
 
+from ..node_names import SAMPLERS
 from ..subject.prompt import MARKER
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .batch import ALIASES, COLUMNS, FLOAT_KEYS, INT_KEYS, BatchItem, make_item, read_batch
@@ -40,7 +42,6 @@ from .errors import PromptRejected, QueueError, ServerUnreachable
 from .graph import (
     CONTROL_VALUES,
     MODEL_INPUTS,
-    SAMPLERS,
     TARGETS,
     VIRTUAL_NODES,
     WIDGET_TYPES,
@@ -62,6 +63,7 @@ from .jobs import (
     Workflow,
     upload_name,
 )
+from .limits import Limit, check_limits, pack_limits, server_limits, with_pack_limits
 from .manifest import MANIFEST, MANIFEST_FORMAT, Manifest, atomic_write
 from .rejections import describe_execution_error, describe_rejection
 from .runner import run_queue, shipped_workflow, summary
@@ -71,6 +73,7 @@ from .settings import (
     apply_settings,
     check_graph,
     graph_settings,
+    pack_inputs,
     person_chains,
 )
 from .websocket import WebSocket
@@ -99,6 +102,7 @@ __all__ = [
     "WORKFLOW_DIR",
     "BatchItem",
     "ComfyClient",
+    "Limit",
     "Manifest",
     "PersonChain",
     "PromptRejected",
@@ -113,6 +117,7 @@ __all__ = [
     "apply_settings",
     "atomic_write",
     "check_graph",
+    "check_limits",
     "describe_execution_error",
     "describe_rejection",
     "fetch_object_info",
@@ -124,13 +129,17 @@ __all__ = [
     "load_workflow",
     "make_item",
     "normalize_url",
+    "pack_inputs",
+    "pack_limits",
     "person_chains",
     "read_batch",
     "run_cli",
     "run_queue",
+    "server_limits",
     "server_problems",
     "shipped_workflow",
     "summary",
     "ui_to_api",
     "upload_name",
+    "with_pack_limits",
 ]

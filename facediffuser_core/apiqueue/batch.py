@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FaceDiffuserError
-from ..ranges import NUMBERS, check_number
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
 from .settings import SETTING_KEYS
@@ -94,7 +93,11 @@ def _column(name: str) -> str:
 
 
 def _convert(key: str, value: Any, base: Path) -> Any:
-    """A raw cell -> a typed setting; ValueError with the reason."""
+    """A raw cell -> a typed setting; ValueError with the reason.
+
+    The ranges of the pack's numbers (seed, steps, cfg, stage fractions) are checked when
+    the item is planned, against the servers' ``/object_info`` (:mod:`.limits`).
+    """
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if key in INT_KEYS:
@@ -104,8 +107,6 @@ def _convert(key: str, value: Any, base: Path) -> Any:
             number = int(value) if not isinstance(value, str) else int(value.strip())
         except ValueError:
             raise ValueError(f"{key} must be a whole number, got {value!r}") from None
-        if key in NUMBERS:
-            check_number(key, number)
         if key in ("width", "height") and (number < 16 or number > 16384 or number % 8):
             raise ValueError(f"{key} must be a multiple of 8 from 16 to 16384, got {number}")
         if key == "batch_size" and not 1 <= number <= 4096:
@@ -116,7 +117,6 @@ def _convert(key: str, value: Any, base: Path) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{key} must be a number, got {value!r}") from None
-        check_number(key, number)
         return number
     if key == "references":
         # people are separated by ';' (or '|'), one person's photos by ','

@@ -13,9 +13,11 @@ import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
+from ..node_names import PEOPLE, PERSON
+
 AUTOGROW = "COMFY_AUTOGROW_V3"
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-_PERSON = re.compile(r"^people\.(person_\d+)$")
+_PERSON = re.compile(rf"^{re.escape(PEOPLE)}\.({re.escape(PERSON)}_\d+)$")
 
 
 def _options(spec: Sequence[Any]) -> dict:

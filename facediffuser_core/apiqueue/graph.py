@@ -14,6 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog import HF_REPO
+from ..node_names import (
+    CFG,
+    FACE_ANALYSIS_LOADER,
+    FACE_PACK,
+    FUSION_END,
+    KSAMPLER,
+    LOADERS,
+    MODEL_NAME,
+    PROMPT,
+    SCENE_END,
+    SEED,
+    SNF_GUIDER,
+    STEPS,
+    SUBJECT_ENCODE,
+)
 from .dynamic import (
     AUTOGROW,
     DYNAMIC_COMBO,
@@ -26,19 +41,25 @@ from .errors import QueueError
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 VIRTUAL_NODES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
-SAMPLERS = ("FaceDiffuserKSampler", "FaceDiffuserSNFGuider")
+
+# stock ComfyUI nodes the queue writes into (the pack's own: facediffuser_core.node_names)
+LOAD_IMAGE = "LoadImage"
+CLIP_TEXT_ENCODE = "CLIPTextEncode"
+EMPTY_LATENT = "EmptyLatentImage"
+RANDOM_NOISE = "RandomNoise"
+BASIC_SCHEDULER = "BasicScheduler"
 
 # what each setting means, as (node class, input) pairs
 TARGETS: dict[str, tuple[tuple[str, str], ...]] = {
-    "prompt": (("FaceDiffuserSubjectEncode", "prompt"),),
-    "seed": (("FaceDiffuserKSampler", "seed"), ("RandomNoise", "noise_seed")),
-    "steps": (("FaceDiffuserKSampler", "steps"), ("BasicScheduler", "steps")),
-    "cfg": (("FaceDiffuserKSampler", "cfg"), ("FaceDiffuserSNFGuider", "cfg")),
-    "scene_end": (("FaceDiffuserKSampler", "scene_end"), ("FaceDiffuserSNFGuider", "scene_end")),
-    "fusion_end": (("FaceDiffuserKSampler", "fusion_end"), ("FaceDiffuserSNFGuider", "fusion_end")),
-    "width": (("EmptyLatentImage", "width"),),
-    "height": (("EmptyLatentImage", "height"),),
-    "batch_size": (("EmptyLatentImage", "batch_size"),),
+    "prompt": ((SUBJECT_ENCODE, PROMPT),),
+    "seed": ((KSAMPLER, SEED), (RANDOM_NOISE, "noise_seed")),
+    "steps": ((KSAMPLER, STEPS), (BASIC_SCHEDULER, "steps")),
+    "cfg": ((KSAMPLER, CFG), (SNF_GUIDER, CFG)),
+    "scene_end": ((KSAMPLER, SCENE_END), (SNF_GUIDER, SCENE_END)),
+    "fusion_end": ((KSAMPLER, FUSION_END), (SNF_GUIDER, FUSION_END)),
+    "width": ((EMPTY_LATENT, "width"),),
+    "height": ((EMPTY_LATENT, "height"),),
+    "batch_size": ((EMPTY_LATENT, "batch_size"),),
 }
 
 
@@ -237,7 +258,7 @@ def server_problems(graph: Mapping[str, Any], object_info: Mapping[str, Any]) ->
 
 
 MODEL_INPUTS = {
-    "model_name",
+    MODEL_NAME,
     "ckpt_name",
     "unet_name",
     "vae_name",
@@ -248,7 +269,7 @@ MODEL_INPUTS = {
     "control_net_name",
     "style_model_name",
     "upscale_model_name",
-    "pack",
+    FACE_PACK,
 }
 
 
@@ -275,12 +296,12 @@ def is_server_problem(body: Mapping[str, Any]) -> bool:
 
 
 def _missing_hint(class_type: str, name: str) -> str:
-    if class_type.startswith("FaceDiffuserLoad"):
+    if class_type in LOADERS:
         return (
             "put the model under ComfyUI/models/facediffuser/ there (Hugging Face "
             f"{HF_REPO}, folders SDM/ and TDM/) and restart ComfyUI"
         )
-    if class_type == "FaceDiffuserFaceAnalysisLoader":
+    if class_type == FACE_ANALYSIS_LOADER:
         return "unzip the insightface pack into ComfyUI/models/insightface/models/ there"
     if "name" in name or "ckpt" in name or "model" in name:
         return "copy the model file into the matching ComfyUI/models/ folder there"

@@ -15,7 +15,6 @@ from typing import Any
 
 from ..subject.prompt import MARKER
 from .batch import BatchItem, regroup
-from .client import fetch_object_info
 from .dispatch import QueueRunner
 from .errors import QueueError, ServerUnreachable
 from .graph import VIRTUAL_NODES, is_ui_workflow, load_workflow, ui_to_api
@@ -29,6 +28,7 @@ from .jobs import (
     _Job,
     upload_name,
 )
+from .limits import Limit, check_limits, server_limits, with_pack_limits
 from .manifest import MANIFEST
 from .server import _Server
 from .settings import apply_settings, check_graph
@@ -58,6 +58,7 @@ class _Planner:
         self.explicit = Path(workflow) if workflow else None
         self.servers = servers
         self.cache: dict[str, Workflow] = {}
+        self.limits: dict[str, list[Limit]] = {}  # by workflow digest
 
     def _object_info(self, ui: Mapping[str, Any]) -> dict:
         classes = [n.get("type") for n in ui.get("nodes") or [] if n.get("type")]
@@ -67,13 +68,30 @@ class _Planner:
             if not server.alive:
                 continue
             try:
-                return fetch_object_info(server.client, classes)
+                return server.node_info(classes)
             except ServerUnreachable as exc:
                 errors.append(str(exc))
         raise QueueError(
             "a UI workflow needs a server's /object_info to be converted, and none answered: "
             + "; ".join(errors)
         )
+
+    def limits_for(self, workflow: Workflow) -> list[Limit]:
+        """The numeric ranges of ``workflow``'s settings on every live server (an item may
+        go to any of them); the pack's own where no server gave one."""
+        if workflow.digest not in self.limits:
+            classes = [n["class_type"] for n in workflow.graph.values()]
+            found: list[Limit] = []
+            for server in self.servers:
+                if not server.alive:
+                    continue
+                try:
+                    info = server.node_info(classes)
+                except ServerUnreachable:
+                    continue  # its worker retries; the others' (or the pack's) ranges apply
+                found += server_limits(workflow.graph, info, server.url)
+            self.limits[workflow.digest] = with_pack_limits(found)
+        return self.limits[workflow.digest]
 
     def workflow_for(self, item: BatchItem) -> Workflow:
         if self.explicit is not None:
@@ -154,6 +172,7 @@ def _plan(
             continue
         try:
             wf = planner.workflow_for(item)
+            check_limits(item.settings, planner.limits_for(wf))
             placeholders = [upload_name(p, "0" * 20) for p in item.references]
             settings = dict(item.settings)
             if placeholders:

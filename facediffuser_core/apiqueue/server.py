@@ -45,6 +45,7 @@ class _Server(threading.Thread):
         self.uploaded: dict[str, str] = {}
         self.cannot_run: dict[str, str] = {}
         self.checked: set[str] = set()
+        self.node_infos: dict[str, dict | None] = {}  # /object_info by class (None: lacks it)
         self.progress: dict[str, tuple[int, int]] = {}
         self.listener: _Listener | None = None
         self.stats = {"done": 0, "failed": 0, "submitted": 0, "execution_s": 0.0}
@@ -152,10 +153,19 @@ class _Server(threading.Thread):
                 self.wake.wait(options.poll)
                 self.wake.clear()
 
+    def node_info(self, classes: Sequence[str]) -> dict[str, dict]:
+        """``/object_info`` of these node classes (those the server has), each fetched once
+        per run: planning (conversion, ranges) and the workflow check share it."""
+        new = sorted({c for c in classes if c not in self.node_infos})
+        if new:
+            found = fetch_object_info(self.client, new)
+            self.node_infos.update({c: found.get(c) for c in new})
+        return {c: self.node_infos[c] for c in classes if self.node_infos.get(c) is not None}
+
     def _check_workflow(self, workflow: Workflow) -> None:
         if workflow.name in self.checked:
             return
-        info = fetch_object_info(self.client, [n["class_type"] for n in workflow.graph.values()])
+        info = self.node_info([n["class_type"] for n in workflow.graph.values()])
         problems = server_problems(workflow.graph, info)
         if problems:
             self.cannot_run[workflow.name] = "; ".join(problems)

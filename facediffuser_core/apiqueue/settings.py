@@ -11,9 +11,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FaceDiffuserError
+from ..node_names import (
+    CROP_IMAGES,
+    FACE_ANALYSIS_LOADER,
+    FACE_CROP,
+    FACE_PACK,
+    FUSION_END,
+    IDENTITY_SIMILARITY,
+    LOADERS,
+    MODEL_NAME,
+    NEGATIVE,
+    NODE_IDS,
+    PROMPT,
+    SAMPLERS,
+    SCENE_END,
+    SUBJECT_ENCODE,
+    person_input,
+)
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
-from .graph import SAMPLERS, TARGETS, _is_link, _node_label
+from .graph import CLIP_TEXT_ENCODE, LOAD_IMAGE, TARGETS, _is_link, _node_label
 from .photos import PHOTO_BATCH, add_photos
 
 # ------------------------------------------------------------------ overrides by meaning
@@ -40,13 +57,13 @@ def _nodes_of(graph: Mapping[str, Any], class_type: str) -> list[str]:
 
 def person_chains(graph: Mapping[str, Any]) -> list[PersonChain]:
     """Which ``LoadImage`` feeds ``person_1`` ... of the (first) Subject Encode node."""
-    encoders = _nodes_of(graph, "FaceDiffuserSubjectEncode")
+    encoders = _nodes_of(graph, SUBJECT_ENCODE)
     if not encoders:
         return []
     inputs = graph[encoders[0]]["inputs"]
     chains = []
     for i in range(1, MAX_PEOPLE + 1):
-        link = inputs.get(f"person_{i}")
+        link = inputs.get(person_input(i))
         if not _is_link(link):
             continue
         if len(chains) != i - 1:
@@ -60,12 +77,12 @@ def person_chains(graph: Mapping[str, Any]) -> list[PersonChain]:
             if node is None:
                 raise QueueError(f"the workflow links to node {node_id}, which is not in it")
             chain.append(node_id)
-            if node["class_type"] == "LoadImage":
+            if node["class_type"] == LOAD_IMAGE:
                 break
             linked = {k: v for k, v in node["inputs"].items() if _is_link(v)}
             if node["class_type"] == PHOTO_BATCH:  # several photos: the first one's chain
                 linked = {k: v for k, v in linked.items() if k == "image1"}
-            pick = next((linked[k] for k in ("images", "image", "pixels") if k in linked), None)
+            pick = next((linked[k] for k in (CROP_IMAGES, "image", "pixels") if k in linked), None)
             if pick is None and len(linked) == 1:
                 pick = next(iter(linked.values()))
             if pick is None:
@@ -113,16 +130,17 @@ def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
             "the workflow has no Face-diffuser Subject Encode node with person inputs to take "
             "the reference images: use a Face-diffuser workflow (see workflows/)"
         )
-    encoder = graph[_nodes_of(graph, "FaceDiffuserSubjectEncode")[0]]
+    encoder = graph[_nodes_of(graph, SUBJECT_ENCODE)[0]]
     wanted = len(names)
     if wanted > MAX_PEOPLE:
         raise QueueError(f"{wanted} references given; Face-diffuser takes at most {MAX_PEOPLE}")
     # fewer people: unwire person_k everywhere it is wired from the same source, prune
     for chain in chains[wanted:]:
-        source = encoder["inputs"][f"person_{chain.index}"]
+        name = person_input(chain.index)
+        source = encoder["inputs"][name]
         for node in graph.values():
-            if node["inputs"].get(f"person_{chain.index}") == source:
-                del node["inputs"][f"person_{chain.index}"]
+            if node["inputs"].get(name) == source:
+                del node["inputs"][name]
         for _ in range(len(chain.nodes) + 1):
             orphans = [k for k in chain.nodes if k in graph and not _consumers(graph, k)]
             if not orphans:
@@ -133,7 +151,7 @@ def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
     # more people: copy person_1's chain (Load Image, Face Crop, ...) for each new person
     if wanted > len(chains):
         base = chains[0]
-        source = encoder["inputs"]["person_1"]
+        source = encoder["inputs"][person_input(1)]
         next_id = max((int(k) for k in graph if k.isdigit()), default=0) + 1
         for i in range(len(chains) + 1, wanted + 1):
             ids = {}
@@ -151,14 +169,14 @@ def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
                 graph[ids[old]] = clone
             new_source = [ids[str(source[0])], source[1]]
             for node in graph.values():
-                if node["inputs"].get("person_1") == source:
-                    node["inputs"][f"person_{i}"] = list(new_source)
+                if node["inputs"].get(person_input(1)) == source:
+                    node["inputs"][person_input(i)] = list(new_source)
             chains.append(PersonChain(i, tuple(ids[k] for k in base.nodes)))
     for chain, name in zip(chains, names, strict=False):
         photos = [name] if isinstance(name, str) else list(name)
         graph[chain.load_image]["inputs"]["image"] = photos[0]
         if len(photos) > 1:
-            source = encoder["inputs"][f"person_{chain.index}"]
+            source = encoder["inputs"][person_input(chain.index)]
             add_photos(graph, chain.nodes, photos, source, chain.index)
 
 
@@ -183,11 +201,11 @@ def _set_negative(graph: dict, text: str) -> int:
     count = 0
     for class_type in SAMPLERS:
         for node_id in _nodes_of(graph, class_type):
-            link = graph[node_id]["inputs"].get("negative")
+            link = graph[node_id]["inputs"].get(NEGATIVE)
             if not _is_link(link):
                 continue
             source = graph.get(str(link[0])) or {}
-            if source.get("class_type") != "CLIPTextEncode":
+            if source.get("class_type") != CLIP_TEXT_ENCODE:
                 raise QueueError(
                     f"negative: the negative of {_node_label(graph, node_id)} is not a CLIP Text "
                     "Encode node, so the queue cannot set its text"
@@ -214,7 +232,7 @@ SETTING_KEYS = (
 
 def _refuse_several_encoders(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
     """A prompt or people cannot be spread over several Subject Encode nodes by meaning."""
-    encoders = _nodes_of(graph, "FaceDiffuserSubjectEncode")
+    encoders = _nodes_of(graph, SUBJECT_ENCODE)
     given = [k for k in ("prompt", "references") if settings.get(k) is not None]
     if len(encoders) > 1 and given:
         raise QueueError(
@@ -248,7 +266,8 @@ def apply_settings(graph: Mapping[str, Any], settings: Mapping[str, Any]) -> dic
         else:
             raise QueueError(f"unknown setting {key!r}: known are {', '.join(SETTING_KEYS)}")
         if not found:
-            where = ", ".join(f"{c}.{n}" for c, n in TARGETS.get(key, (("CLIPTextEncode", ""),)))
+            pairs = TARGETS.get(key, ((CLIP_TEXT_ENCODE, "text"),))
+            where = ", ".join(f"{c}.{n}" for c, n in pairs)
             raise QueueError(
                 f"{key} was given but the workflow has no node that takes it ({where}): "
                 "leave it out or use a workflow that has such a node"
@@ -278,8 +297,8 @@ def check_graph(graph: Mapping[str, Any]) -> None:
     from ..subject.prompt import parse_prompt, require_subjects  # torch: imported only when needed
 
     people = len(person_chains(graph))
-    for node_id in _nodes_of(graph, "FaceDiffuserSubjectEncode"):
-        prompt = graph[node_id]["inputs"].get("prompt")
+    for node_id in _nodes_of(graph, SUBJECT_ENCODE):
+        prompt = graph[node_id]["inputs"].get(PROMPT)
         if isinstance(prompt, str):
             try:
                 require_subjects(parse_prompt(prompt), people)
@@ -288,7 +307,7 @@ def check_graph(graph: Mapping[str, Any]) -> None:
     for class_type in SAMPLERS:
         for node_id in _nodes_of(graph, class_type):
             inputs = graph[node_id]["inputs"]
-            scene, fusion = inputs.get("scene_end"), inputs.get("fusion_end")
+            scene, fusion = inputs.get(SCENE_END), inputs.get(FUSION_END)
             if isinstance(scene, (int, float)) and isinstance(fusion, (int, float)):
                 if not 0 <= scene <= fusion <= 1:
                     raise QueueError(
@@ -296,3 +315,27 @@ def check_graph(graph: Mapping[str, Any]) -> None:
                         f"{fusion} must satisfy 0 <= scene_end <= fusion_end <= 1 (paper: "
                         "0.32 and 0.62)"
                     )
+
+
+def pack_inputs() -> dict[str, set[str]]:
+    """Every input of the pack's nodes that the queue reads or writes, by node id.
+
+    tests/test_nodes_offline.py checks each against the node definitions (and their
+    ranges against :mod:`facediffuser_core.ranges`): a renamed input breaks that test, not
+    a user's batch.
+    """
+    used: dict[str, set[str]] = {}
+    for pairs in TARGETS.values():
+        for class_type, name in pairs:
+            if class_type in NODE_IDS:
+                used.setdefault(class_type, set()).add(name)
+    for sampler in SAMPLERS:  # _set_negative, check_graph
+        used.setdefault(sampler, set()).update((NEGATIVE, SCENE_END, FUSION_END))
+    people = {person_input(i) for i in range(1, MAX_PEOPLE + 1)}  # person_chains, _set_people
+    for node_id in (SUBJECT_ENCODE, IDENTITY_SIMILARITY):
+        used.setdefault(node_id, set()).update(people)
+    for loader in LOADERS:  # is_server_problem: a missing model moves the item on
+        used.setdefault(loader, set()).add(MODEL_NAME)
+    used.setdefault(FACE_ANALYSIS_LOADER, set()).add(FACE_PACK)
+    used.setdefault(FACE_CROP, set()).add(CROP_IMAGES)  # person_chains walks through it
+    return used
