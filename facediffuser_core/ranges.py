@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine.stages import boundary_fractions
+from .engine.stages import PAPER_BOUNDARIES
 
-SCENE_END, FUSION_END = boundary_fractions()  # the paper's 15 / 30 of 50 steps: 0.32, 0.62
+SCENE_END, FUSION_END = PAPER_BOUNDARIES.fractions  # the paper's 15 / 30 of 50: 0.32, 0.62
 
 NUMBERS: dict[str, dict[str, Any]] = {
     "seed": {"type": "INT", "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF},

@@ -28,7 +28,7 @@ from ..facediffuser_core.engine.snf import (
     denoised_response,
 )
 from ..facediffuser_core.engine.snf import fuse_with_saliency as fuse
-from ..facediffuser_core.engine.stages import Stage, boundaries_for_steps, stage_for_step
+from ..facediffuser_core.engine.stages import Stage, StageBoundaries, check_fractions
 from ..facediffuser_core.errors import InputError, ModelError
 from .provenance import check_wiring
 
@@ -155,13 +155,12 @@ class SNFGuider(comfy.samplers.CFGGuider):
     ):
         check_sd15(tdm, "TDM")
         check_sd15(sdm, "SDM")
-        boundaries_for_steps(fractions, 50)  # validates the fractions early
         model = tdm.clone()
         # Loaded together by ComfyUI's model management for the run: the fusion stage needs both.
         model.set_additional_models("facediffuser_sdm", [sdm])
         super().__init__(model)
         self.sdm = sdm
-        self.fractions = fractions
+        self.fractions = check_fractions(*fractions)  # refused before any model loads
         self.fusion = fusion
         self.region = region  # image-space MASK; put on the latent grid once per run
         self.set_cfg(cfg)
@@ -194,7 +193,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
         check_fits((self.model_patcher, self.sdm), tuple(noise.shape))
         steps = max(sigmas.shape[-1] - 1, 1)
         self._step_of = SigmaSteps(sigmas.detach().float().cpu())
-        self._bounds = boundaries_for_steps(self.fractions, steps)
+        self._bounds = StageBoundaries.from_fractions(*self.fractions, steps)
         self._records = {}
         self._sdm_options = None
         self._region = None
@@ -261,7 +260,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - host API
         mm.throw_exception_if_processing_interrupted()
         step = self._step_of(timestep)
-        stage = stage_for_step(step, *self._bounds)
+        stage = self._bounds.stage(step)
         conds = self.conds
         record = StepRecord(step=step, timestep=float(timestep.flatten()[0]), stage=stage)
         self._records[step] = record

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.stages import check_fractions
 from ..errors import FaceDiffuserError
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
@@ -290,9 +291,7 @@ def check_graph(graph: Mapping[str, Any]) -> None:
             inputs = graph[node_id]["inputs"]
             scene, fusion = inputs.get("scene_end"), inputs.get("fusion_end")
             if isinstance(scene, (int, float)) and isinstance(fusion, (int, float)):
-                if not 0 <= scene <= fusion <= 1:
-                    raise QueueError(
-                        f"{_node_label(graph, node_id)}: scene_end {scene} and fusion_end "
-                        f"{fusion} must satisfy 0 <= scene_end <= fusion_end <= 1 (paper: "
-                        "0.32 and 0.62)"
-                    )
+                try:
+                    check_fractions(scene, fusion)
+                except FaceDiffuserError as exc:
+                    raise QueueError(f"{_node_label(graph, node_id)}: {exc}") from None

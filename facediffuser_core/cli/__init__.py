@@ -59,11 +59,11 @@ def check_generate_options(args: argparse.Namespace) -> None:
 
 def check_fusion_steps(args: argparse.Namespace, settings) -> None:
     """Refuse default boundaries that leave no fusion step; warn when explicit ones do."""
-    from ..engine.stages import Stage, stage_counts
+    from ..engine.stages import Stage
     from .usage import check_default_fusion
 
     start, final, steps = settings.start_merge_step, settings.final_step, settings.steps
-    if final < start or stage_counts(start, final, steps)[Stage.FUSION] > 0:
+    if final < start or settings.boundaries.counts()[Stage.FUSION] > 0:
         return  # (final < start is refused with its own message later)
     if args.start_merge_step is None and args.final_step is None:
         check_default_fusion(steps)
@@ -117,7 +117,7 @@ def _generate(args: argparse.Namespace) -> int:
     else:
         ref_paths = _person_paths(args.ref)
     references = [[load_image(p) for p in person] for person in ref_paths]
-    check_request(settings, references)  # everything cheap is checked before loading models
+    request = check_request(settings, references)  # validated once, before loading models
     region = _load_region(args.region, settings)
 
     device, dtype = _device_and_dtype(args.device, args.dtype)
@@ -125,7 +125,7 @@ def _generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pipe = _open_pipeline(paths, device, dtype)
     t1 = time.perf_counter()
-    result = pipe.generate(settings, references, progress=not args.no_progress, region=region)
+    result = pipe.generate(request, progress=not args.no_progress, region=region)
     t2 = time.perf_counter()
 
     out = Path(args.out)

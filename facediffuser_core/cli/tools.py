@@ -94,9 +94,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         people_dir = Path(args.people)
     people = load_people(people_dir)
     size = args.size or (64 if tiny else 512)
-    from ..engine.stages import boundaries_for_steps, boundary_fractions
-
-    start, final = boundaries_for_steps(boundary_fractions(), args.steps)
     base = GenerateSettings(
         prompt="",
         width=size,
@@ -104,9 +101,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance_scale=args.cfg,
         seed=args.seed,
-        start_merge_step=start,
-        final_step=final,
-    )
+    )  # stage boundaries: the paper's, scaled to --steps
     faces = None
     if faces_root is not None:
         from ..faces import load_face_analysis
