@@ -168,6 +168,8 @@ def test_public_api_import_paths():
     for name in (
         "FaceDiffuserPipeline",
         "GenerateSettings",
+        "Request",
+        "check_request",
         "load_models",
         "load_tokenizer",
         "load_image",
@@ -180,6 +182,7 @@ def test_public_api_import_paths():
         assert callable(getattr(snf, name)), name
     assert stages.stage_for_step(0, 0, 1) is stages.Stage.SCENE
     assert stages.stage_for_step(1, 0, 1) is stages.Stage.FUSION
+    assert stages.StageBoundaries(0, 0, 1).stage(1) is stages.Stage.SUBJECT
 
 
 def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
