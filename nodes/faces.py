@@ -22,13 +22,14 @@ from ..facediffuser_core.faces import (
     list_face_packs,
     load_face_analysis,
 )
+from ..facediffuser_core.catalog import FACE_FOLDER
 from . import paths
 from .people import people_in_order
 from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
 from .types import CATEGORY, Faces
 from .v3 import advanced, io, schema
 
-FOLDER = "insightface"
+FOLDER = FACE_FOLDER  # models/insightface
 
 
 def roots() -> list[str]:
