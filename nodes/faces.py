@@ -11,6 +11,7 @@ import os
 
 import folder_paths
 
+from ..facediffuser_core.catalog import FACE_FOLDER
 from ..facediffuser_core.errors import FaceDiffuserError, InputError
 from ..facediffuser_core.faces import (
     KNOWN_PACKS,
@@ -22,7 +23,6 @@ from ..facediffuser_core.faces import (
     list_face_packs,
     load_face_analysis,
 )
-from ..facediffuser_core.catalog import FACE_FOLDER
 from . import paths
 from .people import people_in_order
 from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
