@@ -252,11 +252,13 @@ def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
 
 
 def test_the_queue_client_needs_no_torch():
-    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch."""
+    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch
+    (the command line with every command's options is built without it, too)."""
     import subprocess
 
     code = (
-        "import sys, facediffuser_core.apiqueue, facediffuser_core.apiqueue.cli;"
+        "import sys, facediffuser_core.apiqueue, facediffuser_core.cli.queue;"
+        "from facediffuser_core.cli import build_parser; build_parser();"
         "print(sorted(m for m in ('torch', 'numpy', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run(
