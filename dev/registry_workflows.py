@@ -51,6 +51,46 @@ def stamp(graph: dict, cnr_id: str, version: str) -> dict:
     return graph
 
 
+def ui_node(
+    node_id: int,
+    node_type: str,
+    title: str,
+    place: tuple[list[int], list[int], int],
+    inputs: list[dict],
+    outputs: list[dict],
+    widgets: list,
+    properties: dict | None = None,
+) -> dict:
+    """One node of a UI graph, as the frontend saves it; ``place`` is (pos, size, order)."""
+    pos, size, order = place
+    return {
+        "id": node_id,
+        "type": node_type,
+        "pos": pos,
+        "size": size,
+        "flags": {},
+        "order": order,
+        "mode": 0,
+        "inputs": inputs,
+        "outputs": outputs,
+        "title": title,
+        "properties": {"Node name for S&R": node_type} if properties is None else properties,
+        "widgets_values": widgets,
+    }
+
+
+def link(link_id: int, origin: tuple[int, int], target: tuple[int, int], kind: str) -> dict:
+    """One link of a UI subgraph: (node id, slot) to (node id, slot) carrying ``kind``."""
+    return {
+        "id": link_id,
+        "origin_id": origin[0],
+        "origin_slot": origin[1],
+        "target_id": target[0],
+        "target_slot": target[1],
+        "type": kind,
+    }
+
+
 def blueprint(cnr_id: str, version: str) -> dict:
     """Load Image -> Face Crop as one subgraph node: face analysis in, a face crop out."""
     crop_widgets = ["largest", 0, 0.5, 512, False, "error"]  # Face Crop's defaults
@@ -83,71 +123,40 @@ def blueprint(cnr_id: str, version: str) -> dict:
         ],
         "widgets": [],
         "nodes": [
-            {
-                "id": 1,
-                "type": "LoadImage",
-                "pos": [300, 420],
-                "size": [320, 330],
-                "flags": {},
-                "order": 0,
-                "mode": 0,
-                "inputs": [],
-                "outputs": [
+            ui_node(
+                1,
+                "LoadImage",
+                "Photo of the person",
+                place=([300, 420], [320, 330], 0),
+                inputs=[],
+                outputs=[
                     {"name": "IMAGE", "type": "IMAGE", "links": [2]},
                     {"name": "MASK", "type": "MASK", "links": []},
                 ],
-                "title": "Photo of the person",
-                "properties": {"Node name for S&R": "LoadImage"},
-                "widgets_values": ["facediffuser_person_1.png", "image"],
-            },
-            {
-                "id": 2,
-                "type": FACE_CROP,
-                "pos": [560, 300],
-                "size": [300, 262],
-                "flags": {},
-                "order": 1,
-                "mode": 0,
-                "inputs": [
+                widgets=["facediffuser_person_1.png", "image"],
+            ),
+            ui_node(
+                2,
+                FACE_CROP,
+                "Face-diffuser Face Crop",
+                place=([560, 300], [300, 262], 1),
+                inputs=[
                     {"name": "face_analysis", "type": "FACEDIFFUSER_FACE_ANALYSIS", "link": 1},
                     {"name": "images", "type": "IMAGE", "link": 2},
                 ],
-                "outputs": [
+                outputs=[
                     {"name": "crops", "type": "IMAGE", "links": [3]},
                     {"name": "face_mask", "type": "MASK", "links": []},
                     {"name": "preview", "type": "IMAGE", "links": []},
                 ],
-                "title": "Face-diffuser Face Crop",
-                "properties": {"Node name for S&R": FACE_CROP},
-                "widgets_values": crop_widgets,
-            },
+                widgets=crop_widgets,
+            ),
         ],
         "groups": [],
-        "links": [
-            {
-                "id": 1,
-                "origin_id": -10,
-                "origin_slot": 0,
-                "target_id": 2,
-                "target_slot": 0,
-                "type": "FACEDIFFUSER_FACE_ANALYSIS",
-            },
-            {
-                "id": 2,
-                "origin_id": 1,
-                "origin_slot": 0,
-                "target_id": 2,
-                "target_slot": 1,
-                "type": "IMAGE",
-            },
-            {
-                "id": 3,
-                "origin_id": 2,
-                "origin_slot": 0,
-                "target_id": -20,
-                "target_slot": 0,
-                "type": "IMAGE",
-            },
+        "links": [  # subgraph input -10 -> Face Crop; Load Image -> Face Crop -> output -20
+            link(1, (-10, 0), (2, 0), "FACEDIFFUSER_FACE_ANALYSIS"),
+            link(2, (1, 0), (2, 1), "IMAGE"),
+            link(3, (2, 0), (-20, 0), "IMAGE"),
         ],
         "extra": {},
     }
@@ -157,23 +166,19 @@ def blueprint(cnr_id: str, version: str) -> dict:
         "last_node_id": 1,
         "last_link_id": 0,
         "nodes": [
-            {
-                "id": 1,
-                "type": BLUEPRINT_ID,
-                "pos": [0, 0],
-                "size": [320, 360],
-                "flags": {},
-                "order": 0,
-                "mode": 0,
-                "inputs": [
+            ui_node(
+                1,
+                BLUEPRINT_ID,
+                BLUEPRINT.stem,
+                place=([0, 0], [320, 360], 0),
+                inputs=[
                     {"name": "face_analysis", "type": "FACEDIFFUSER_FACE_ANALYSIS", "link": None}
                 ],
-                "outputs": [{"name": "person", "type": "IMAGE", "links": []}],
-                "title": BLUEPRINT.stem,
+                outputs=[{"name": "person", "type": "IMAGE", "links": []}],
+                widgets=[],
                 # the photo is chosen on the blueprint node itself
-                "properties": {"proxyWidgets": [["1", "image"], ["1", "upload"]]},
-                "widgets_values": [],
-            }
+                properties={"proxyWidgets": [["1", "image"], ["1", "upload"]]},
+            )
         ],
         "links": [],
         "groups": [],

@@ -14,12 +14,12 @@ from PIL import Image, ImageDraw
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from facediffuser_core.engine.stages import Stage, stage_counts  # noqa: E402
+from facediffuser_core.engine.stages import PAPER_BOUNDARIES, Stage  # noqa: E402
 from facediffuser_core.inspection import STAGE_COLOURS  # noqa: E402
 
 
 def stages_diagram(path: Path) -> None:
-    counts = stage_counts(15, 30, 50)
+    counts = PAPER_BOUNDARIES.counts()
     width, height, left, bar_y = 900, 250, 30, 92
     im = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(im)

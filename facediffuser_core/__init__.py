@@ -5,8 +5,9 @@ the modules that need them, so ``import facediffuser_core`` stays cheap: the pub
 below are imported on first use (PEP 562).
 
 Public API (stable import paths; everything else may move):
-``FaceDiffuserPipeline``, ``GenerateSettings``, ``load_models``, ``load_tokenizer``,
-``load_image``, ``write_tiny_set``, ``sample``, the errors, and the modules
+``FaceDiffuserPipeline``, ``GenerateSettings``, ``Request`` and ``check_request``,
+``load_models``, ``load_tokenizer``, ``load_image``, ``write_tiny_set``, ``sample``, the
+errors, and the modules
 ``facediffuser_core.snf`` and ``facediffuser_core.stages``.
 """
 
@@ -23,6 +24,8 @@ from .errors import CheckpointError, FaceDiffuserError, InputError, ModelError, 
 _LAZY = {
     "FaceDiffuserPipeline": ".pipeline",
     "GenerateSettings": ".pipeline",
+    "Request": ".pipeline",
+    "check_request": ".pipeline",
     "load_models": ".weights.models",
     "load_tokenizer": ".subject.text",
     "load_image": ".images",

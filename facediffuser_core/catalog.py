@@ -31,13 +31,39 @@ MODEL_PARTS = ("unet", "vae", "text_encoder")
 
 # --------------------------------------------------------------------------- face packs
 FACE_FOLDER = "insightface"  # ComfyUI's models/insightface/<pack>/
-INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
-FACE_PACKS = {  # pack -> the files FaceAnalysis needs from it
+INSIGHTFACE_TAG = "v0.7"  # the insightface GitHub release that publishes the packs
+INSIGHTFACE_RELEASE = (
+    f"https://github.com/deepinsight/insightface/releases/download/{INSIGHTFACE_TAG}"
+)
+FACE_PACKS = {  # pack -> the files FaceAnalysis needs from it (known packs, in listing order)
     "buffalo_l": {"detector": "det_10g.onnx", "recognition": "w600k_r50.onnx"},
     "antelopev2": {"detector": "scrfd_10g_bnkps.onnx", "recognition": "glintr100.onnx"},
 }
+SUGGESTED_FACE_PACK = "buffalo_l"  # the one messages suggest when none is installed
+NESTED_FACE_PACK_ZIPS = ("antelopev2",)  # zips that wrap the files in a <pack>/ folder
 
 
 def face_pack_url(pack: str) -> str:
     """The release zip of a known insightface pack."""
     return f"{INSIGHTFACE_RELEASE}/{pack}.zip"
+
+
+def face_pack_source(pack: str) -> str:
+    """Where pack ``pack`` comes from and how its zip unpacks, for the messages that say what
+    to download (a general description for a pack not in ``FACE_PACKS``)."""
+    files = FACE_PACKS.get(pack)
+    if files is None:
+        return (
+            f"an insightface model pack (e.g. {SUGGESTED_FACE_PACK} from "
+            f"{face_pack_url(SUGGESTED_FACE_PACK)}): its folder needs a detector (.onnx) and, "
+            "for identity scores, a recognition model"
+        )
+    onnx = f"{files['detector']} and {files['recognition']}"
+    if pack in NESTED_FACE_PACK_ZIPS:
+        unzip = (
+            f"the zip holds an {pack}/ folder: {onnx} must lie directly in the pack folder, "
+            "not one level deeper"
+        )
+    else:
+        unzip = f"unzip it so that {onnx} lie directly in the folder"
+    return f"insightface's GitHub release {INSIGHTFACE_TAG}, {face_pack_url(pack)} ({unzip})"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only for the annotation: the queue command imports this module, not torch
+    import torch
 
 _NOT_WEIGHTS = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),

@@ -13,22 +13,28 @@ import torch
 from .errors import InputError
 
 
-def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as (H, W, 3) float32 in [0, 1] (ComfyUI's IMAGE layout, one image)."""
+def open_image(path: Path, mode: str, what: str, fix: str) -> Any:
+    """The image file at ``path`` as a PIL image in ``mode``, or an InputError that names it.
+
+    ``what`` says what the file is for ("reference image"); ``fix`` says which files work.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist: check the path")
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{what} {path} cannot be read as an image ({exc}): {fix}") from exc
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as (H, W, 3) float32 in [0, 1] (ComfyUI's IMAGE layout, one image)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"reference image {path} is a folder: give an image file in it")
-    if not path.is_file():
-        raise InputError(f"reference image {path} does not exist: check the path")
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(
-            f"reference image {path} cannot be read as an image ({exc}): use a PNG, JPEG or WebP"
-        ) from exc
+    rgb = open_image(path, "RGB", "reference image", "use a PNG, JPEG or WebP")
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
 
 

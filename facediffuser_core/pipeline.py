@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,17 +20,12 @@ from .engine.regions import region_for_latents
 from .engine.sampling import Conditioning, SampleResult, UNetEps, sample
 from .engine.schedulers import SCHEDULERS, make_scheduler
 from .engine.snf import PAPER_FUSION, FusionSettings
-from .engine.stages import boundaries_for_steps, boundary_fractions, validate_boundaries
+from .engine.stages import StageBoundaries
 from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
 from .subject.encode import encode_subject
 from .subject.photos import Person
-from .subject.prompt import (
-    ParsedPrompt,
-    chunk_tokens,
-    parse_prompt,
-    require_subjects,
-)
+from .subject.prompt import ParsedPrompt, chunk_tokens, parse_prompt, require_subjects
 from .subject.text import encode_chunks, encoder_for, special_ids
 
 
@@ -66,7 +62,7 @@ class GenerateSettings:
         resolved = {
             "scheduler": preset.scheduler,
             "step_count": preset.step_count,
-            "steps": preset.steps,
+            "steps": preset.boundaries.steps,
             "guidance_scale": preset.guidance_scale,
         }
         for name, value in resolved.items():
@@ -74,16 +70,16 @@ class GenerateSettings:
                 object.__setattr__(self, name, value)
         check_step_count(self.step_count)
         if self.start_merge_step is None or self.final_step is None:
-            fractions = boundary_fractions(preset.start_merge_step, preset.final_step, preset.steps)
-            start, final = (
-                (preset.start_merge_step, preset.final_step)
-                if self.steps == preset.steps
-                else boundaries_for_steps(fractions, self.steps)
-            )
+            scaled = preset.boundaries.scaled_to(self.steps)
             if self.start_merge_step is None:
-                object.__setattr__(self, "start_merge_step", start)
+                object.__setattr__(self, "start_merge_step", scaled.start_merge_step)
             if self.final_step is None:
-                object.__setattr__(self, "final_step", final)
+                object.__setattr__(self, "final_step", scaled.final_step)
+
+    @property
+    def boundaries(self) -> StageBoundaries:
+        """The stage boundaries, validated (:class:`~.engine.stages.StageBoundaries`)."""
+        return StageBoundaries(self.start_merge_step, self.final_step, self.steps)
 
 
 @dataclass
@@ -96,16 +92,39 @@ class GenerateResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Request:
+    """A generation request validated once (:func:`check_request`): what
+    :meth:`FaceDiffuserPipeline.generate` consumes, with the prompt already parsed."""
+
+    settings: GenerateSettings
+    people: tuple[Person, ...]  # one entry per marker, in marker order
+    prompt: ParsedPrompt
+    boundaries: StageBoundaries
+    vae_scale_factor: int = 8
+
+
 def check_request(
     settings: GenerateSettings, references: Sequence[Person], vae_scale_factor: int = 8
-) -> ParsedPrompt:
-    """Validate a request before any model work; returns the parsed prompt.
+) -> Request:
+    """Validate a request before any model work: the prompt is parsed here, once.
 
     ``references`` holds one entry per person, in marker order: an image, or several photos
     of that person (a list of images or an (N, H, W, C) batch; see :mod:`photos`).
     """
     parsed = parse_prompt(settings.prompt)
     require_subjects(parsed, len(references))
+    _check_size(settings, vae_scale_factor)
+    if settings.num_images < 1:
+        raise InputError(f"num_images must be at least 1, got {settings.num_images}")
+    if settings.scheduler not in SCHEDULERS:
+        raise InputError(
+            f"unknown scheduler {settings.scheduler!r}: choose one of {', '.join(SCHEDULERS)}"
+        )
+    return Request(settings, tuple(references), parsed, settings.boundaries, vae_scale_factor)
+
+
+def _check_size(settings: GenerateSettings, vae_scale_factor: int) -> None:
     for name, value in (("width", settings.width), ("height", settings.height)):
         if value < vae_scale_factor * 2 or value % vae_scale_factor:
             lower = max(vae_scale_factor * 2, value - value % vae_scale_factor)
@@ -114,14 +133,6 @@ def check_request(
                 f"factor) and at least {vae_scale_factor * 2}: use {lower} or "
                 f"{lower + vae_scale_factor}"
             )
-    if settings.num_images < 1:
-        raise InputError(f"num_images must be at least 1, got {settings.num_images}")
-    if settings.scheduler not in SCHEDULERS:
-        raise InputError(
-            f"unknown scheduler {settings.scheduler!r}: choose one of {', '.join(SCHEDULERS)}"
-        )
-    validate_boundaries(settings.start_merge_step, settings.final_step, settings.steps)
-    return parsed
 
 
 class FaceDiffuserPipeline:
@@ -158,21 +169,34 @@ class FaceDiffuserPipeline:
         chunks = chunk_tokens(list(ids), bos_id=bos, eos_id=eos, pad_id=pad)
         return encode_chunks(text_encoder, chunks)
 
+    def request(
+        self, settings: GenerateSettings | Request, references: Sequence[Person] = ()
+    ) -> Request:
+        """``settings`` and ``references`` validated for these models (:func:`check_request`);
+        a :class:`Request` already validated for them is passed through, not parsed again."""
+        if isinstance(settings, Request):
+            if settings.vae_scale_factor != self.vae_scale_factor:
+                _check_size(settings.settings, self.vae_scale_factor)
+            return settings
+        return check_request(settings, references, self.vae_scale_factor)
+
     @torch.no_grad()
     def encode(
-        self, settings: GenerateSettings, references: Sequence[Person]
+        self, request: Request | GenerateSettings, references: Sequence[Person] = ()
     ) -> tuple[Conditioning, torch.Tensor]:
         """The null, text and subject conditionings (one text-encoder pass for the prompt).
 
         A person with several photos is embedded as the mean of their projected image
-        embeddings (:meth:`SubjectEncoder.embed_people`).
+        embeddings (:func:`~.subject.encode.embed_people`).
         """
+        request = self.request(request, references)
+        settings = request.settings
         encoding = encode_subject(
-            settings.prompt,
-            references,
+            request.prompt,
+            request.people,
             tokenize=self._encode,
             special=self._special,
-            encode_text=lambda chunks: encode_chunks(self.sdm.text_encoder, chunks),
+            encode_text=partial(encode_chunks, self.sdm.text_encoder),
             subject_encoder=self.sdm.subject_encoder,
             object_resolution=settings.object_resolution,
         )
@@ -184,8 +208,7 @@ class FaceDiffuserPipeline:
                 raise ModelError(
                     "tdm_text_encoder is set but the TDM checkpoint has no text encoder"
                 )
-            clean = parse_prompt(settings.prompt).clean_text
-            tdm_text = self._encode_text(self.tdm.text_encoder, clean)
+            tdm_text = self._encode_text(self.tdm.text_encoder, request.prompt.clean_text)
             tdm_null = self._encode_text(self.tdm.text_encoder, settings.negative_prompt)
         cond = Conditioning(
             null=null, text=text, subject=subject, tdm_null=tdm_null, tdm_text=tdm_text
@@ -195,21 +218,23 @@ class FaceDiffuserPipeline:
     @torch.no_grad()
     def generate(
         self,
-        settings: GenerateSettings,
-        references: Sequence[Person],
+        request: Request | GenerateSettings,
+        references: Sequence[Person] = (),
         *,
         progress: bool = True,
         callback: Callable[[int, int, torch.Tensor], None] | None = None,
         region: torch.Tensor | None = None,
     ) -> GenerateResult:
-        """Validate, encode, sample and decode; returns images and the per-step records.
+        """Validate (unless given a :class:`Request`), encode, sample and decode; returns
+        images and the per-step records.
 
         ``region`` is an optional image-space mask ((H, W), (B, H, W) or (B, 1, H, W) in
         [0, 1], white = the people may appear): during fusion the SDM may win only inside
         it, and the TDM's prediction is used elsewhere (see :mod:`regions`).
         """
-        parsed = check_request(settings, references, self.vae_scale_factor)
-        cond, crops = self.encode(settings, references)
+        request = self.request(request, references)
+        settings = request.settings
+        cond, crops = self.encode(request)
         latent_channels = self.sdm.unet.config.in_channels
         shape = (
             settings.num_images,
@@ -229,10 +254,10 @@ class FaceDiffuserPipeline:
             make_scheduler(settings.scheduler),
             noise,
             cond,
-            steps=settings.steps,
+            steps=request.boundaries.steps,
             guidance_scale=settings.guidance_scale,
-            start_merge_step=settings.start_merge_step,
-            final_step=settings.final_step,
+            start_merge_step=request.boundaries.start_merge_step,
+            final_step=request.boundaries.final_step,
             fusion=settings.fusion,
             generator=generator,
             callback=callback,
@@ -247,6 +272,6 @@ class FaceDiffuserPipeline:
             images=images,
             latents=result.latents,
             sampling=result,
-            parsed=parsed,
+            parsed=request.prompt,
             reference_crops=crops,
         )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine.stages import boundary_fractions
+from .engine.stages import PAPER_BOUNDARIES
 from .node_names import CFG, FUSION_END, SCENE_END, SEED, STEPS
 
-PAPER_SCENE_END, PAPER_FUSION_END = boundary_fractions()  # 15 / 30 of 50 steps: 0.32, 0.62
+PAPER_SCENE_END, PAPER_FUSION_END = PAPER_BOUNDARIES.fractions  # 15 / 30 of 50: 0.32, 0.62
 
 NUMBERS: dict[str, dict[str, Any]] = {
     SEED: {"type": "INT", "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF},

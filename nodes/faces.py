@@ -11,9 +11,9 @@ import os
 
 import folder_paths
 
+from ..facediffuser_core.catalog import FACE_FOLDER, FACE_PACKS, face_pack_source
 from ..facediffuser_core.errors import FaceDiffuserError, InputError
 from ..facediffuser_core.faces import (
-    KNOWN_PACKS,
     Face,
     annotate,
     available_providers,
@@ -35,7 +35,8 @@ from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, peop
 from .types import CATEGORY, Faces
 from .v3 import advanced, io, schema
 
-FOLDER = "insightface"
+FOLDER = FACE_FOLDER  # models/insightface, also a folder_paths key
+_BUFFALO = FACE_PACKS["buffalo_l"]  # the tooltip's example (the locales repeat it)
 
 
 def roots() -> list[str]:
@@ -59,7 +60,7 @@ def installed_packs() -> dict[str, str]:
 
 
 def _packs() -> list[str]:
-    return list(installed_packs()) or list(KNOWN_PACKS)  # usual names: using one says where
+    return list(installed_packs()) or list(FACE_PACKS)  # usual names: using one says where
 
 
 def pack_problem(pack: object) -> str | None:
@@ -68,10 +69,10 @@ def pack_problem(pack: object) -> str | None:
     if isinstance(pack, str) and pack in installed:
         return None
     where = paths.folders_shown(FOLDER)
-    if isinstance(pack, str) and pack in KNOWN_PACKS:
+    if isinstance(pack, str) and pack in FACE_PACKS:
         return (
             f"insightface pack {pack!r} not found: put its .onnx files in "
-            f"models/insightface/models/{pack} (download: {KNOWN_PACKS[pack]}); "
+            f"models/insightface/models/{pack} (download: {face_pack_source(pack)}); "
             "'facediffuser doctor' checks the layout"
         )
     choices = ", ".join(installed) or "none installed"
@@ -107,7 +108,7 @@ class FaceAnalysisLoader(io.ComfyNode):
                     FACE_PACK,
                     options=_packs(),
                     tooltip="Folder in models/insightface/models/ (buffalo_l: detector "
-                    "det_10g.onnx + ArcFace w600k_r50.onnx).",
+                    f"{_BUFFALO['detector']} + ArcFace {_BUFFALO['recognition']}).",
                 ),
                 io.Combo.Input(
                     "provider",

@@ -28,7 +28,7 @@ from ..facediffuser_core.engine.snf import (
     denoised_response,
 )
 from ..facediffuser_core.engine.snf import fuse_with_saliency as fuse
-from ..facediffuser_core.engine.stages import Stage, boundaries_for_steps, stage_for_step
+from ..facediffuser_core.engine.stages import Stage, StageBoundaries, check_fractions
 from ..facediffuser_core.errors import InputError, ModelError
 from .provenance import check_wiring
 
@@ -155,13 +155,12 @@ class SNFGuider(comfy.samplers.CFGGuider):
     ):
         check_sd15(tdm, "TDM")
         check_sd15(sdm, "SDM")
-        boundaries_for_steps(fractions, 50)  # validates the fractions early
         model = tdm.clone()
         # Loaded together by ComfyUI's model management for the run: the fusion stage needs both.
         model.set_additional_models("facediffuser_sdm", [sdm])
         super().__init__(model)
         self.sdm = sdm
-        self.fractions = fractions
+        self.fractions = check_fractions(*fractions)  # refused before any model loads
         self.fusion = fusion
         self.region = region  # image-space MASK; put on the latent grid once per run
         self.set_cfg(cfg)
@@ -194,7 +193,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
         check_fits((self.model_patcher, self.sdm), tuple(noise.shape))
         steps = max(sigmas.shape[-1] - 1, 1)
         self._step_of = SigmaSteps(sigmas.detach().float().cpu())
-        self._bounds = boundaries_for_steps(self.fractions, steps)
+        self._bounds = StageBoundaries.from_fractions(*self.fractions, steps)
         self._records = {}
         self._sdm_options = None
         self._region = None
@@ -225,7 +224,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
             self._sdm_options = options
         return self._sdm_options
 
-    def _guided(self, model, x, sigma, uncond, cond, options, seed):
+    def _guided(self, x, sigma, seed, model, uncond, cond, options):
         """ComfyUI's guided prediction for one model, and the (uncond, cond) CFG mixed.
 
         The predictions are read by a pre-CFG hook appended after the model's own, so they
@@ -258,58 +257,32 @@ class SNFGuider(comfy.samplers.CFGGuider):
         role = next(name for name, t in outputs.items() if not bool(torch.isfinite(t).all()))
         raise _nonfinite_error(role, step, stage, x)
 
+    def _model_inputs(self, role: str, model_options):
+        """(model, uncond, cond, model_options) with which the TDM or the SDM predicts."""
+        if role == "TDM":
+            conds = (self.conds.get("negative"), self.conds.get("positive"))
+            return self.inner_model, *conds, model_options
+        conds = (self.conds.get("sdm_text"), self.conds.get("subject"))
+        return self.sdm.model, *conds, self._sdm_model_options(model_options)
+
     def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 - host API
         mm.throw_exception_if_processing_interrupted()
         step = self._step_of(timestep)
-        stage = stage_for_step(step, *self._bounds)
-        conds = self.conds
+        stage = self._bounds.stage(step)
         record = StepRecord(step=step, timestep=float(timestep.flatten()[0]), stage=stage)
         self._records[step] = record
-        if stage is Stage.SCENE:
+        if stage is not Stage.FUSION:  # one model alone: the TDM builds, the SDM enhances
+            role = "TDM" if stage is Stage.SCENE else "SDM"
+            model, uncond, cond, options = self._model_inputs(role, model_options)
             out = comfy.samplers.sampling_function(
-                self.inner_model,
-                x,
-                timestep,
-                conds.get("negative"),
-                conds.get("positive"),
-                self.cfg,
-                model_options,
-                seed,
+                model, x, timestep, uncond, cond, self.cfg, options, seed
             )
-            self._finite(step, stage, x, TDM=out)
+            self._finite(step, stage, x, **{role: out})
             return out
-        sdm_options = self._sdm_model_options(model_options)
-        if stage is Stage.SUBJECT:
-            out = comfy.samplers.sampling_function(
-                self.sdm.model,
-                x,
-                timestep,
-                conds.get("sdm_text"),
-                conds.get("subject"),
-                self.cfg,
-                sdm_options,
-                seed,
-            )
-            self._finite(step, stage, x, SDM=out)
-            return out
-        guided_tdm, null_x0, text_x0 = self._guided(
-            self.inner_model,
-            x,
-            timestep,
-            conds.get("negative"),
-            conds.get("positive"),
-            model_options,
-            seed,
-        )
-        guided_sdm, text_x0_sdm, subject_x0 = self._guided(
-            self.sdm.model,
-            x,
-            timestep,
-            conds.get("sdm_text"),
-            conds.get("subject"),
-            sdm_options,
-            seed,
-        )
+        tdm = self._model_inputs("TDM", model_options)
+        sdm = self._model_inputs("SDM", model_options)
+        guided_tdm, null_x0, text_x0 = self._guided(x, timestep, seed, *tdm)
+        guided_sdm, text_x0_sdm, subject_x0 = self._guided(x, timestep, seed, *sdm)
         # Checked per model: hard fusion would silently route around a NaN-producing SDM.
         self._finite(step, stage, x, TDM=guided_tdm, SDM=guided_sdm)
         fused = fuse(

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import folder_paths
 
+from ..facediffuser_core.catalog import FACE_FOLDER, MODEL_FOLDER
 from ..facediffuser_core.weights.modelfiles import index_model_folders, resolve_entry
 
-FOLDER = "facediffuser"
+FOLDER = MODEL_FOLDER  # models/facediffuser
 
 
 def register_folder() -> None:
@@ -61,7 +62,7 @@ def shown(path: str | os.PathLike) -> str:
             continue
         shown_path = "/".join(p for p in (label, relative.as_posix()) if p and p != ".")
         return shown_path or "the ComfyUI folder"
-    for folder in (FOLDER, "insightface"):
+    for folder in (FOLDER, FACE_FOLDER):
         for number, root in enumerate(_registered(folder), start=1):
             try:
                 relative = path.relative_to(os.path.abspath(root))
@@ -90,7 +91,7 @@ def folders_shown(folder: str) -> str:
 def redact(text: str) -> str:
     """``text`` with every model-folder and ComfyUI path replaced by its shown form."""
     known = {folder_paths.models_dir, folder_paths.base_path}
-    for folder in (FOLDER, "insightface"):
+    for folder in (FOLDER, FACE_FOLDER):
         known.update(_registered(folder))
     for path in sorted((os.path.abspath(p) for p in known if p), key=len, reverse=True):
         label = shown(path)

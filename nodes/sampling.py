@@ -59,15 +59,6 @@ def _outputs_used(prompt, unique_id, slots) -> bool:
     return False
 
 
-def _check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
-    if scene_end > fusion_end:
-        raise InputError(
-            f"scene_end ({scene_end}) must not exceed fusion_end ({fusion_end}): stage 2 runs "
-            "between them"
-        )
-    return scene_end, fusion_end
-
-
 class SNFSettings(io.ComfyNode):
     """How stage 2 fuses: the paper's hard selection or a saliency-weighted blend."""
 
@@ -97,7 +88,7 @@ def _guider(tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusio
         tdm_model,
         sdm_model,
         cfg,
-        _check_fractions(scene_end, fusion_end),
+        (scene_end, fusion_end),  # checked by the guider
         optional.get("snf") or PAPER_FUSION,
         optional.get("region"),
     )

@@ -6,13 +6,8 @@ import torch
 
 from ..facediffuser_core.errors import ModelError
 from ..facediffuser_core.node_names import PROMPT, SUBJECT_ENCODE
-from ..facediffuser_core.subject.photos import mean_per_person, preprocess_people
-from ..facediffuser_core.subject.prompt import (
-    chunk_tokens,
-    parse_prompt,
-    require_subjects,
-    tokenize_prompt,
-)
+from ..facediffuser_core.subject.encode import encode_subject
+from ..facediffuser_core.subject.prompt import parse_prompt, require_subjects
 from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD
 from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
@@ -107,30 +102,36 @@ class SubjectEncode(io.ComfyNode):
     @classmethod
     def execute(cls, clip, subject_encoder, prompt, object_resolution=512, **people):
         references = people_in_order(*people_by_position(people))
-        require_subjects(parse_prompt(prompt), len(references))  # before any model work
-        # Several photos per person: every photo is embedded, then averaged per person
-        # before post-fusion (the engine's rule, facediffuser_core.subject.photos).
-        per_person = preprocess_people(references, object_resolution=object_resolution)
-        crops = torch.cat(per_person)
+        parsed = parse_prompt(prompt)
+        require_subjects(parsed, len(references))  # before any model work
         sdm = provenance.encoder_source(clip, subject_encoder)  # one SDM for both
-
         tokenizer = _hf_tokenizer(clip)
-        bos, eos, pad = special_ids(tokenizer)
-        tokens = tokenize_prompt(prompt, encoder_for(tokenizer))
-        chunks = chunk_tokens(tokens, bos_id=bos, eos_id=eos, pad_id=pad)
-        # Our own chunks, so the bound positions are exact (ComfyUI's word-aware chunking
-        # and weight syntax would move them).
-        comfy_tokens = {"l": [[(t, 1.0) for t in chunk] for chunk in chunks.chunks]}
-        text, pooled = clip.encode_from_tokens(comfy_tokens, return_pooled=True)
 
-        embeds = mean_per_person(subject_encoder.embed_images(crops), [len(c) for c in per_person])
-        subject = subject_encoder.condition(text, chunks.positions, embeds)
+        def encode_text(chunks):
+            # Our own chunks, so the bound positions are exact (ComfyUI's word-aware
+            # chunking and weight syntax would move them).
+            tokens = {"l": [[(t, 1.0) for t in chunk] for chunk in chunks.chunks]}
+            return clip.encode_from_tokens(tokens, return_pooled=True)
 
-        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-        shown = (crops * std + mean).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
-        return io.NodeOutput(
-            provenance.tag([[subject, {"pooled_output": pooled}]], provenance.SUBJECT, sdm),
-            provenance.tag([[text, {"pooled_output": pooled}]], provenance.TEXT, sdm),
-            shown,
+        encoding = encode_subject(
+            parsed,
+            references,
+            tokenize=encoder_for(tokenizer),
+            special=special_ids(tokenizer),
+            encode_text=encode_text,
+            subject_encoder=subject_encoder,
+            object_resolution=object_resolution,
         )
+        extra = {"pooled_output": encoding.pooled}
+        return io.NodeOutput(
+            provenance.tag([[encoding.subject, extra]], provenance.SUBJECT, sdm),
+            provenance.tag([[encoding.text, dict(extra)]], provenance.TEXT, sdm),
+            shown_crops(encoding.crops),
+        )
+
+
+def shown_crops(crops: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised (N, 3, H, W) crops -> (N, H, W, 3) IMAGE in [0, 1], as the tower saw."""
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (crops * std + mean).clamp(0, 1).permute(0, 2, 3, 1).contiguous()

@@ -572,7 +572,7 @@ def test_check_graph_refuses_marker_mismatch_and_bad_boundaries():
     aq.check_graph(two)
     with pytest.raises(aq.QueueError, match="1 <\\|image\\|> marker\\(s\\) but 2 reference"):
         aq.check_graph(aq.apply_settings(two, {"prompt": "a man <|image|> at sea"}))
-    with pytest.raises(aq.QueueError, match="scene_end 0.7 and fusion_end 0.5"):
+    with pytest.raises(aq.QueueError, match=r"scene_end \(0.7\) and fusion_end \(0.5\)"):
         aq.check_graph(aq.apply_settings(two, {"scene_end": 0.7, "fusion_end": 0.5}))
 
 

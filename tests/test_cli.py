@@ -54,6 +54,31 @@ def test_main_job_on_the_tiny_default(home, capsys):
     assert code == 0 and (out / "facediffuser_00001.png").is_file()
 
 
+def test_generate_parses_and_tokenizes_the_prompt_once(home, capsys, monkeypatch):
+    """The prompt is validated once into a Request; nothing downstream parses it again."""
+    from facediffuser_core.subject import encode
+    from facediffuser_core.subject.prompt import ParsedPrompt
+
+    parses, tokenizes = [], []
+    real_init, real_tokenize = ParsedPrompt.__init__, encode.tokenize_prompt
+
+    def counting_init(self, *args, **kwargs):
+        parses.append(1)
+        real_init(self, *args, **kwargs)
+
+    def counting_tokenize(prompt, tokenize):
+        tokenizes.append(type(prompt).__name__)
+        return real_tokenize(prompt, tokenize)
+
+    monkeypatch.setattr(ParsedPrompt, "__init__", counting_init)
+    monkeypatch.setattr(encode, "tokenize_prompt", counting_tokenize)
+    args = ["generate", "--out", home / "once", "--no-progress", "--steps", "3"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert len(parses) == 1
+    assert tokenizes == ["ParsedPrompt"]  # handed the parsed prompt, not the text
+
+
 def test_steps_scale_the_paper_boundaries(home, capsys):
     out = home / "out"
     code, _, _ = run_cli(

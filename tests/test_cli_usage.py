@@ -27,7 +27,7 @@ def home(tmp_path, monkeypatch, tiny_set):
         raise AssertionError("a model was loaded for a request that should be refused")
 
     monkeypatch.setattr(cli_models, "open_pipeline", tripwire)
-    monkeypatch.setattr("facediffuser_core.cli._open_pipeline", tripwire)
+    monkeypatch.setattr("facediffuser_core.cli.generate._open_pipeline", tripwire)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -195,7 +195,8 @@ def test_steps_without_a_fusion_step_is_refused_with_the_fix(home, capsys):
 
 
 def test_explicit_boundaries_without_fusion_only_warn(home, capsys, monkeypatch):
-    from facediffuser_core.cli import build_parser, check_fusion_steps
+    from facediffuser_core.cli import build_parser
+    from facediffuser_core.cli.generate import check_fusion_steps
     from facediffuser_core.pipeline import GenerateSettings
 
     args = build_parser().parse_args(
@@ -237,12 +238,12 @@ def test_tiny_without_diffusers_says_what_to_install(tmp_path, capsys, monkeypat
 
 
 def test_a_missing_package_found_late_is_one_line_too(capsys, monkeypatch):
-    import facediffuser_core.cli.tools as tools
+    import facediffuser_core.cli.doctor as doctor_command
 
     def run(args):
         raise ModuleNotFoundError("No module named 'transformers'", name="transformers")
 
-    monkeypatch.setattr(tools, "_doctor", run)
+    monkeypatch.setattr(doctor_command, "run", run)
     assert "'transformers' is not installed" in error_of(["doctor"], capsys)
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from facediffuser_core.engine.stages import Stage, stage_counts
+from facediffuser_core.engine.stages import Stage, StageBoundaries
 from facediffuser_core.errors import InputError
 from facediffuser_core.evaluate import (
     Evaluation,
@@ -46,9 +46,9 @@ def test_methods_move_the_boundaries():
     base = GenerateSettings(prompt="", steps=50, start_merge_step=15, final_step=30)
     assert method_settings(base, "snf") is base
     tdm = method_settings(base, "tdm")
-    assert stage_counts(tdm.start_merge_step, tdm.final_step, 50)[Stage.SCENE] == 50
+    assert StageBoundaries(tdm.start_merge_step, tdm.final_step, 50).counts()[Stage.SCENE] == 50
     sdm = method_settings(base, "sdm")
-    assert stage_counts(sdm.start_merge_step, sdm.final_step, 50)[Stage.SUBJECT] == 50
+    assert StageBoundaries(sdm.start_merge_step, sdm.final_step, 50).counts()[Stage.SUBJECT] == 50
     with pytest.raises(InputError, match="unknown method"):
         method_settings(base, "both")
 

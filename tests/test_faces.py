@@ -96,6 +96,21 @@ def test_list_face_packs_orders_known_packs_first(tmp_path):
         fc.face_pack_dir(tmp_path, "../alpha")
 
 
+def test_download_sources_come_from_the_catalog():
+    """One table names each pack's zip and files: messages, the doctor and the nodes read it."""
+    from facediffuser_core import catalog
+
+    for pack, files in catalog.FACE_PACKS.items():
+        source = catalog.face_pack_source(pack)
+        assert catalog.face_pack_url(pack) in source
+        assert files["detector"] in source and files["recognition"] in source
+        assert ("one level deeper" in source) == (pack in catalog.NESTED_FACE_PACK_ZIPS)
+    generic = catalog.face_pack_source("my_pack")
+    assert catalog.face_pack_url(catalog.SUGGESTED_FACE_PACK) in generic
+    assert catalog.SUGGESTED_FACE_PACK in catalog.FACE_PACKS
+    assert catalog.INSIGHTFACE_TAG in catalog.INSIGHTFACE_RELEASE
+
+
 def test_missing_pack_names_exact_folder_and_source_and_downloads_nothing(tmp_path):
     root = tmp_path  # checked before insightface is even imported
     (root / "models" / "buffalo_l").mkdir(parents=True)

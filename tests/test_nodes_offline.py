@@ -337,7 +337,8 @@ def test_person_inputs_are_taken_in_marker_order(host):
 
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
-    from facediffuser_core.subject.text import load_tokenizer, write_tiny_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer
+    from facediffuser_core.tiny.tokenizer import write_tiny_tokenizer
 
     return load_tokenizer(write_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer"))
 

@@ -168,6 +168,8 @@ def test_public_api_import_paths():
     for name in (
         "FaceDiffuserPipeline",
         "GenerateSettings",
+        "Request",
+        "check_request",
         "load_models",
         "load_tokenizer",
         "load_image",
@@ -180,6 +182,7 @@ def test_public_api_import_paths():
         assert callable(getattr(snf, name)), name
     assert stages.stage_for_step(0, 0, 1) is stages.Stage.SCENE
     assert stages.stage_for_step(1, 0, 1) is stages.Stage.FUSION
+    assert stages.StageBoundaries(0, 0, 1).stage(1) is stages.Stage.SUBJECT
 
 
 def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
@@ -226,14 +229,30 @@ def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
     (wheel,) = wheels.glob("*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as zf:
-        names = zf.namelist()
+        names = set(zf.namelist())
         zf.extractall(site)
-    for workflow in ("facediffuser_one_person.json", "facediffuser_two_people.json"):
-        assert f"facediffuser_core/workflows/api/{workflow}" in names
-    assert "facediffuser_core/workflows/quick/facediffuser_one_person.json" in names
+    # every runtime file: the core's modules and data, and every shipped workflow (UI, API,
+    # quick) with its README, at facediffuser_core/workflows/ (not the thumbnails or make_ui)
+    shipped = [n for n in files if (ROOT / n).is_file()]
+    wanted = {n for n in shipped if n.startswith("facediffuser_core/")}
+    wanted |= {
+        "facediffuser_core/" + n
+        for n in shipped
+        if n.startswith("workflows/") and n.endswith((".json", "README.md"))
+    }
+    assert any(n.startswith("facediffuser_core/workflows/api/") for n in wanted)
+    assert any(n.startswith("facediffuser_core/workflows/quick/") for n in wanted)
+    assert "facediffuser_core/data/fastcomposer_prompts.txt" in wanted
+    assert sorted(wanted - names) == []
+    # the installed package's resolvers find that data inside it, run from outside the repo
     code = (
-        "from facediffuser_core.apiqueue.runner import shipped_workflow;"
-        "print(shipped_workflow(1)); print(shipped_workflow(2))"
+        "import json;"
+        "from facediffuser_core.apiqueue import WORKFLOW_DIR, load_workflow, shipped_workflow;"
+        "from facediffuser_core.evaluate import PROMPT_LIST;"
+        "paths = [shipped_workflow(1), shipped_workflow(2), PROMPT_LIST];"
+        "assert all(p.is_file() for p in paths), paths;"
+        "[load_workflow(p) for p in paths[:2]];"
+        "print(WORKFLOW_DIR); print(*paths, sep=chr(10))"
     )
     run = subprocess.run(
         [sys.executable, "-c", code],
@@ -244,16 +263,20 @@ def test_an_installed_wheel_finds_the_shipped_workflows(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    for line in run.stdout.split():
-        assert Path(line).is_relative_to(site), line
+    lines = run.stdout.split()
+    assert len(lines) == 4
+    for line in lines:
+        assert Path(line).is_relative_to(site / "facediffuser_core"), line
 
 
 def test_the_queue_client_needs_no_torch():
-    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch."""
+    """`facediffuser queue` is a client of ComfyUI: it validates batches without torch
+    (the command line with every command's options is built without it, too)."""
     import subprocess
 
     code = (
-        "import sys, facediffuser_core.apiqueue, facediffuser_core.apiqueue.cli;"
+        "import sys, facediffuser_core.apiqueue, facediffuser_core.cli.queue;"
+        "from facediffuser_core.cli import build_parser; build_parser();"
         "print(sorted(m for m in ('torch', 'numpy', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run(

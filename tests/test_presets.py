@@ -25,7 +25,8 @@ def test_reference_preset_stage_entries_equal_the_reference_loop_for_pndm_50():
     timesteps = scheduler.timesteps
     assert len(timesteps) == 51  # PNDM (skip_prk_steps) repeats its second timestep
     assert int(timesteps[1]) == int(timesteps[2])
-    stages = stage_entries(timesteps, preset.start_merge_step, preset.final_step, preset.step_count)
+    bounds = preset.boundaries
+    stages = stage_entries(timesteps, bounds.start_merge_step, bounds.final_step, preset.step_count)
     # the reference: `for i, t in enumerate(timesteps)` with i <= 15 / i <= 30
     assert _entries(stages, Stage.SCENE) == list(range(0, 16))
     assert _entries(stages, Stage.FUSION) == list(range(16, 31))

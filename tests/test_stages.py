@@ -7,10 +7,10 @@ import torch
 
 from facediffuser_core.engine.sigmas import step_index_for_sigma, step_indices
 from facediffuser_core.engine.stages import (
+    PAPER_BOUNDARIES,
     Stage,
-    boundaries_for_steps,
-    boundary_fractions,
-    stage_counts,
+    StageBoundaries,
+    check_fractions,
     stage_for_step,
 )
 from facediffuser_core.errors import InputError
@@ -24,8 +24,19 @@ def test_reference_semantics_at_the_boundaries():
     assert stage_for_step(31, 15, 30) is Stage.SUBJECT
 
 
+def stage_counts(start_merge_step: int, final_step: int, steps: int) -> dict[Stage, int]:
+    return StageBoundaries(start_merge_step, final_step, steps).counts()
+
+
 def test_paper_defaults_give_16_15_19():
-    assert stage_counts(15, 30, 50) == {Stage.SCENE: 16, Stage.FUSION: 15, Stage.SUBJECT: 19}
+    assert PAPER_BOUNDARIES == StageBoundaries(15, 30, 50)
+    assert PAPER_BOUNDARIES.counts() == {Stage.SCENE: 16, Stage.FUSION: 15, Stage.SUBJECT: 19}
+    assert [PAPER_BOUNDARIES.stage(i) for i in (15, 16, 30, 31)] == [
+        Stage.SCENE,
+        Stage.FUSION,
+        Stage.FUSION,
+        Stage.SUBJECT,
+    ]
 
 
 def test_degenerate_boundaries():
@@ -35,23 +46,40 @@ def test_degenerate_boundaries():
 
 
 def test_fractions_round_trip_and_scale():
-    fractions = boundary_fractions(15, 30, 50)
+    fractions = PAPER_BOUNDARIES.fractions
     assert fractions == (0.32, 0.62)
-    assert boundaries_for_steps(fractions, 50) == (15, 30)
-    assert boundaries_for_steps(fractions, 25) == (7, 15)  # 8 scene steps = 32 % of 25
-    assert boundaries_for_steps(fractions, 100) == (31, 61)
+    assert StageBoundaries.from_fractions(*fractions, 50) == PAPER_BOUNDARIES
+    assert PAPER_BOUNDARIES.scaled_to(50) is PAPER_BOUNDARIES
+    assert PAPER_BOUNDARIES.scaled_to(25) == StageBoundaries(7, 15, 25)  # 8 scene steps = 32 %
+    assert PAPER_BOUNDARIES.scaled_to(100) == StageBoundaries(31, 61, 100)
+    assert StageBoundaries.from_fractions(0.0, 0.0, 10) == StageBoundaries(-1, -1, 10)
+    assert StageBoundaries.from_fractions(1.0, 1.0, 10) == StageBoundaries(9, 9, 10)
     for steps in range(1, 120):
-        start, final = boundaries_for_steps(fractions, steps)
-        assert boundary_fractions(start, final, steps) == pytest.approx(
-            fractions, abs=0.5 / steps + 1e-9
-        )
+        scaled = PAPER_BOUNDARIES.scaled_to(steps)
+        assert scaled.steps == steps
+        assert scaled.fractions == pytest.approx(fractions, abs=0.5 / steps + 1e-9)
+
+
+def test_fractions_map_to_steps_directly_not_through_fifty():
+    # The guider keeps the user's fractions and maps them per run: 0.333 of 20 steps is 7
+    # scene steps (6.66 rounds up), with no detour through a 50-step schedule.
+    assert StageBoundaries.from_fractions(0.333, 0.5, 20) == StageBoundaries(6, 9, 20)
+    assert StageBoundaries.from_fractions(0.325, 0.625, 40) == StageBoundaries(12, 24, 40)
 
 
 def test_bad_boundaries_are_refused():
     with pytest.raises(InputError, match="final_step"):
-        boundary_fractions(20, 10, 50)
-    with pytest.raises(InputError, match="fractions"):
-        boundaries_for_steps((0.7, 0.3), 50)
+        StageBoundaries(20, 10, 50)
+    with pytest.raises(InputError, match="start_merge_step must be >= -1"):
+        StageBoundaries(-2, 10, 50)
+    with pytest.raises(InputError, match="steps must be at least 1"):
+        StageBoundaries(0, 0, 0)
+    with pytest.raises(InputError, match=r"scene_end \(0.7\) and fusion_end \(0.3\)"):
+        StageBoundaries.from_fractions(0.7, 0.3, 50)
+    for bad in ((-0.1, 0.5), (0.2, 1.5)):
+        with pytest.raises(InputError, match="0 <= scene_end <= fusion_end <= 1"):
+            check_fractions(*bad)
+    assert check_fractions(0.32, 0.62) == (0.32, 0.62)
 
 
 def test_sigma_lookup_on_schedule_and_between():

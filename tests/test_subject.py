@@ -36,8 +36,8 @@ from facediffuser_core.subject.text import (
     encoder_for,
     load_tokenizer,
     special_ids,
-    write_tiny_tokenizer,
 )
+from facediffuser_core.tiny.tokenizer import write_tiny_tokenizer
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)

@@ -14,13 +14,12 @@ from facediffuser_core.errors import CheckpointError, InputError, ModelError
 from facediffuser_core.subject.postfuse import PostfuseModule, subject_conditioning
 from facediffuser_core.subject.prompt import chunk_tokens, tokenize_prompt
 from facediffuser_core.subject.text import (
-    _bytes_to_unicode,
     encode_chunks,
     encoder_for,
     load_tokenizer,
     special_ids,
-    write_tiny_tokenizer,
 )
+from facediffuser_core.tiny.tokenizer import _bytes_to_unicode, write_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

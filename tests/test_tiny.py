@@ -61,7 +61,8 @@ def test_weights_are_nontrivial(dicts):
 
 
 def test_configs_inferred_from_tiny_weights_match_the_factory(dicts):
-    from facediffuser_core.subject.text import load_tokenizer, special_ids, write_tiny_tokenizer
+    from facediffuser_core.subject.text import load_tokenizer, special_ids
+    from facediffuser_core.tiny.tokenizer import write_tiny_tokenizer
 
     parts = split_published(dicts["sdm"])
     unet = configs.unet_config_from_diffusers(parts["unet"])

@@ -25,8 +25,9 @@ exceptions), ``graph`` (loading and converting workflow graphs), ``photos``, ``s
 the pack's), ``rejections`` (readable server errors), ``client`` (HTTP),
 ``websocket`` (``/ws`` progress), ``batch`` (batch files), ``manifest`` (``manifest.json``),
 ``jobs`` (the queue's values), ``server`` (one thread per server), ``dispatch`` (the
-dispatcher), ``runner`` (planning, :func:`run_queue`), ``cli`` (the command). It is a client
-of ComfyUI, built on the engine's torch-free prompt parsing; the engine never imports it.
+dispatcher), ``runner`` (planning, :func:`run_queue`); the command itself, its options included, is
+``facediffuser_core.cli.queue``. It is a client of ComfyUI, built on the engine's torch-free
+prompt parsing; the engine never imports it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from ..node_names import SAMPLERS
 from ..subject.prompt import MARKER
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .batch import ALIASES, COLUMNS, FLOAT_KEYS, INT_KEYS, BatchItem, make_item, read_batch
-from .cli import add_arguments, run_cli
 from .client import DEFAULT_SERVER, USER_AGENT, ComfyClient, fetch_object_info, normalize_url
 from .dispatch import QueueRunner
 from .errors import PromptRejected, QueueError, ServerUnreachable
@@ -113,7 +113,6 @@ __all__ = [
     "ServerUnreachable",
     "WebSocket",
     "Workflow",
-    "add_arguments",
     "apply_settings",
     "atomic_write",
     "check_graph",
@@ -133,7 +132,6 @@ __all__ = [
     "pack_limits",
     "person_chains",
     "read_batch",
-    "run_cli",
     "run_queue",
     "server_limits",
     "server_problems",

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.stages import check_fractions
 from ..errors import FaceDiffuserError
 from ..node_names import (
     CROP_IMAGES,
@@ -309,12 +310,10 @@ def check_graph(graph: Mapping[str, Any]) -> None:
             inputs = graph[node_id]["inputs"]
             scene, fusion = inputs.get(SCENE_END), inputs.get(FUSION_END)
             if isinstance(scene, (int, float)) and isinstance(fusion, (int, float)):
-                if not 0 <= scene <= fusion <= 1:
-                    raise QueueError(
-                        f"{_node_label(graph, node_id)}: scene_end {scene} and fusion_end "
-                        f"{fusion} must satisfy 0 <= scene_end <= fusion_end <= 1 (paper: "
-                        "0.32 and 0.62)"
-                    )
+                try:
+                    check_fractions(scene, fusion)
+                except FaceDiffuserError as exc:
+                    raise QueueError(f"{_node_label(graph, node_id)}: {exc}") from None
 
 
 def pack_inputs() -> dict[str, set[str]]:

@@ -140,21 +140,22 @@ def check_tokenizer_folder(tokenizer: str | os.PathLike) -> Path:
 def least_steps_with_fusion(steps: int) -> int:
     """The smallest step count above ``steps`` whose default stage boundaries (the paper's
     15/30 of 50, scaled) leave at least one fusion step."""
-    from ..engine.stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
+    from ..engine.stages import PAPER_BOUNDARIES, Stage
 
     return next(
         n
         for n in range(steps + 1, steps + 1000)
-        if stage_counts(*boundaries_for_steps(boundary_fractions(), n), n)[Stage.FUSION]
+        if PAPER_BOUNDARIES.scaled_to(n).counts()[Stage.FUSION]
     )
 
 
 def check_default_fusion(steps: int) -> None:
     """InputError when the default boundaries for ``steps`` leave no fusion (SNF) step."""
-    from ..engine.stages import Stage, boundaries_for_steps, boundary_fractions, stage_counts
+    from ..engine.stages import PAPER_BOUNDARIES, Stage
 
-    start, final = boundaries_for_steps(boundary_fractions(), steps)
-    if stage_counts(start, final, steps)[Stage.FUSION] == 0:
+    scaled = PAPER_BOUNDARIES.scaled_to(steps)
+    start, final = scaled.start_merge_step, scaled.final_step
+    if scaled.counts()[Stage.FUSION] == 0:
         raise InputError(
             f"--steps {steps} leaves no fusion step (SNF never runs: the paper's stage "
             f"boundaries scale to scene steps up to {start} and fusion up to {final}): use "

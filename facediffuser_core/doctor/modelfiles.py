@@ -18,6 +18,7 @@ from ..catalog import (
     MODEL_PARTS,
     PART_FILES,
     SUBJECT_PARTS,
+    SUGGESTED_FACE_PACK,
     face_pack_url,
 )
 from .fixes import _files_size, _quote, _shown, _size
@@ -36,7 +37,7 @@ from .report import (
 
 SET_PARTS = tuple(PART_FILES[p] for p in MODEL_PARTS)
 SDM_SET_PARTS = tuple(PART_FILES[p] for p in SUBJECT_PARTS)
-BUFFALO_URL = face_pack_url("buffalo_l")
+SUGGESTED_PACK_URL = face_pack_url(SUGGESTED_FACE_PACK)
 
 # --------------------------------------------------------------------------- model files
 
@@ -310,7 +311,7 @@ def check_face_packs(models_dir: Path, env: Environment) -> list[Check]:
             detail += f" (and needs {', '.join(missing)} there)"
         fix = _move_fix(folder, target, env, files_only=files_only)
         if pack == "PACKNAME":
-            fix += "\n(PACKNAME: the pack's name, e.g. buffalo_l or antelopev2)"
+            fix += "\n(PACKNAME: the pack's name, e.g. " + " or ".join(FACE_PACKS) + ")"
         checks.append(Check(s, pack, FAIL, detail, fix))
 
     if packs_dir.is_dir():
@@ -332,7 +333,7 @@ def check_face_packs(models_dir: Path, env: Environment) -> list[Check]:
             )
 
     if not onnx_dirs and not checks:
-        target = packs_dir / "buffalo_l"
+        target = packs_dir / SUGGESTED_FACE_PACK
         checks.append(
             Check(
                 s,
@@ -340,11 +341,13 @@ def check_face_packs(models_dir: Path, env: Environment) -> list[Check]:
                 WARN,
                 f"no insightface model pack in {_shown(packs_dir, models_dir)}/: only the "
                 "face-tool nodes need one",
-                f"download {BUFFALO_URL} and unzip it so that the .onnx files are in {target}"
+                f"download {SUGGESTED_PACK_URL} and unzip it so that the .onnx files are in "
+                f"{target}"
                 + (
                     ""
                     if env.windows
-                    else f"\n(e.g. curl -LO {BUFFALO_URL} && unzip buffalo_l.zip -d "
+                    else f"\n(e.g. curl -LO {SUGGESTED_PACK_URL} && "
+                    f"unzip {SUGGESTED_FACE_PACK}.zip -d "
                     f"{shlex.quote(str(target))})"
                 ),
             )

@@ -149,62 +149,49 @@ def doctor_command(rt: Runtime, env: Environment, python: str | None = None) -> 
 
 def check_where(rt: Runtime, env: Environment) -> list[Check]:
     """Is this ComfyUI's python? Which command form of the doctor works here?"""
-    s = WHERE_SECTION
-    checks = []
-    if rt.comfyui_dir is not None:
-        here = f"this pack is in {rt.comfyui_dir}"
-        if rt.comfyui_python is not None and not _same_python(rt.comfyui_python, rt.prefix):
-            checks.append(
-                Check(
-                    s,
-                    "ComfyUI",
-                    WARN,
-                    f"{here}, whose python is {rt.comfyui_python}, but the doctor runs with "
-                    f"{env.python}: these results are not ComfyUI's",
-                    doctor_command(rt, env, str(rt.comfyui_python)),
-                )
-            )
-        elif rt.comfyui_python is not None:
-            checks.append(Check(s, "ComfyUI", OK, f"{here}; this is its python"))
-        elif rt.comfyui_packages:
-            checks.append(Check(s, "ComfyUI", OK, f"{here}; this python has ComfyUI's packages"))
-        else:
-            checks.append(
-                Check(
-                    s,
-                    "ComfyUI",
-                    WARN,
-                    f"{here}, but this python ({env.python}) does not have ComfyUI's packages "
-                    "(comfyui-frontend-package): it is probably not the one ComfyUI runs with",
-                    "run the doctor with the python that starts ComfyUI's main.py:\n"
-                    + doctor_command(rt, env, "<ComfyUI's python>"),
-                )
-            )
-    elif rt.comfyui_packages:
-        checks.append(Check(s, "ComfyUI", OK, "this python has ComfyUI's packages"))
-    else:
-        checks.append(
-            Check(
-                s,
-                "ComfyUI",
-                OK,
-                "not inside a ComfyUI (command line only); for ComfyUI, run the doctor with "
-                "the python that starts ComfyUI's main.py, from the pack's folder",
-            )
-        )
     if rt.script:
-        checks.append(Check(s, "command", OK, f"`facediffuser doctor` works here ({rt.script})"))
+        command = f"`facediffuser doctor` works here ({rt.script})"
     else:
-        checks.append(
-            Check(
-                s,
-                "command",
-                OK,
-                "the `facediffuser` command is not installed for this python (ComfyUI installs "
-                f"only requirements.txt); the form that works here: {doctor_command(rt, env)}",
-            )
+        command = (
+            "the `facediffuser` command is not installed for this python (ComfyUI installs "
+            f"only requirements.txt); the form that works here: {doctor_command(rt, env)}"
         )
-    return checks
+    return [
+        Check(WHERE_SECTION, "ComfyUI", *_comfyui_finding(rt, env)),
+        Check(WHERE_SECTION, "command", OK, command),
+    ]
+
+
+def _comfyui_finding(rt: Runtime, env: Environment) -> tuple[str, str, str | None]:
+    """(status, detail, fix) of the "ComfyUI" check: is this the python ComfyUI runs with?"""
+    if rt.comfyui_dir is None:
+        if rt.comfyui_packages:
+            return OK, "this python has ComfyUI's packages", None
+        return (
+            OK,
+            "not inside a ComfyUI (command line only); for ComfyUI, run the doctor with "
+            "the python that starts ComfyUI's main.py, from the pack's folder",
+            None,
+        )
+    here = f"this pack is in {rt.comfyui_dir}"
+    if rt.comfyui_python is not None and not _same_python(rt.comfyui_python, rt.prefix):
+        return (
+            WARN,
+            f"{here}, whose python is {rt.comfyui_python}, but the doctor runs with "
+            f"{env.python}: these results are not ComfyUI's",
+            doctor_command(rt, env, str(rt.comfyui_python)),
+        )
+    if rt.comfyui_python is not None:
+        return OK, f"{here}; this is its python", None
+    if rt.comfyui_packages:
+        return OK, f"{here}; this python has ComfyUI's packages", None
+    return (
+        WARN,
+        f"{here}, but this python ({env.python}) does not have ComfyUI's packages "
+        "(comfyui-frontend-package): it is probably not the one ComfyUI runs with",
+        "run the doctor with the python that starts ComfyUI's main.py:\n"
+        + doctor_command(rt, env, "<ComfyUI's python>"),
+    )
 
 
 def runtime_checks(env: Environment, rt: Runtime | None = None) -> list[Check]:

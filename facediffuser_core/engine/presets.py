@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import InputError
-from .stages import DEFAULT_FINAL_STEP, DEFAULT_START_MERGE_STEP, DEFAULT_STEPS
+from .stages import PAPER_BOUNDARIES, StageBoundaries
 
 StepCount = Literal["distinct", "loop"]
 STEP_COUNTS = ("distinct", "loop")
@@ -32,10 +32,8 @@ class Preset:
     name: str
     scheduler: str
     step_count: StepCount
-    steps: int = DEFAULT_STEPS
     guidance_scale: float = 5.0
-    start_merge_step: int = DEFAULT_START_MERGE_STEP
-    final_step: int = DEFAULT_FINAL_STEP
+    boundaries: StageBoundaries = PAPER_BOUNDARIES  # also the preset's step count
     tdm_text_encoder: bool = False  # False: the SDM's text encoder for all three prompts
     summary: str = ""
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..images import open_image
 
 SNAP = 1e-6  # resampling rounding: values this close to 0 or 1 are 0 or 1
 
@@ -62,19 +63,12 @@ def load_region(path: str | os.PathLike) -> torch.Tensor:
 
     A transparent pixel counts as black, so a PNG painted on a transparent layer works too.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"region mask {path} does not exist: check the path")
-    try:
-        with Image.open(path) as im:
-            rgba = im.convert("RGBA")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(
-            f"region mask {path} cannot be read as an image ({exc}): use a PNG (white = the "
-            "people may appear, black = keep the TDM's scene)"
-        ) from exc
+    rgba = open_image(
+        Path(path),
+        "RGBA",
+        "region mask",
+        "use a PNG (white = the people may appear, black = keep the TDM's scene)",
+    )
     array = np.asarray(rgba, dtype=np.float32) / 255.0
     grey = array[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     value = torch.from_numpy(np.ascontiguousarray(grey * array[..., 3])).clamp(0.0, 1.0)

@@ -20,7 +20,7 @@ from ..errors import InputError, ModelError
 from .overlap import ConcurrentPair
 from .sigmas import step_indices
 from .snf import PAPER_FUSION, FusionSettings, check_region, fuse_with_saliency
-from .stages import Stage, stage_for_step, validate_boundaries
+from .stages import Stage, StageBoundaries
 
 
 class EpsModel(Protocol):
@@ -170,7 +170,7 @@ def sample(
     in [0, 1] on the latent grid, see :func:`regions.region_for_latents`) limits where the
     SDM may win in the fusion stage; outside it the TDM's prediction is used.
     """
-    validate_boundaries(start_merge_step, final_step, steps)
+    bounds = StageBoundaries(start_merge_step, final_step, steps)
     if noise.dim() != 4:
         raise InputError(f"latents must be (B, C, H, W), got {tuple(noise.shape)}")
     if getattr(scheduler.config, "prediction_type", "epsilon") != "epsilon":
@@ -235,7 +235,7 @@ def sample(
 
             iterator = tqdm(iterator, total=len(timesteps), desc="Face-diffuser", unit="step")
         for i, t in iterator:
-            stage = stage_for_step(step_of[i], start_merge_step, final_step)
+            stage = bounds.stage(step_of[i])
             x_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
             record = StepRecord(step=step_of[i], timestep=float(t), stage=stage)
             if stage is Stage.SCENE:

@@ -5,24 +5,20 @@ are the scene stage (TDM alone), ``start_merge_step+1..final_step`` the fusion s
 models, SNF) and the rest the subject stage (SDM alone). With the paper's 50 steps, 15 and
 30 that is 16, 15 and 19 steps.
 
-Hosts that work with sigmas (ComfyUI) or with a different step count use the helpers here
-to express the same boundaries as fractions of the schedule and to find the step a sigma
-belongs to, so the boundaries hold exactly at the paper's step indices for first-order
-samplers and sensibly for samplers that evaluate between scheduled sigmas.
+:class:`StageBoundaries` is the one value every front end passes: the CLI and the headless
+pipeline give step indices, the ComfyUI nodes and the queue give fractions of the schedule
+(the paper's 15/30 of 50 are 0.32/0.62), and both meet here, validated once. Hosts that
+work with sigmas (ComfyUI) find the step a sigma belongs to in :mod:`.sigmas`.
 
-Torch-free: the queue client and the nodes read the same boundaries; the sigma lookups
-live in :mod:`.sigmas`.
+Torch-free: the queue client and the nodes read the same boundaries.
 """
 
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 from ..errors import InputError
-
-DEFAULT_STEPS = 50
-DEFAULT_START_MERGE_STEP = 15
-DEFAULT_FINAL_STEP = 30
 
 
 class Stage(enum.Enum):
@@ -42,55 +38,79 @@ def stage_for_step(step: int, start_merge_step: int, final_step: int) -> Stage:
     return Stage.SUBJECT
 
 
-def validate_boundaries(start_merge_step: int, final_step: int, steps: int) -> None:
-    """Refuse boundaries that cannot describe a schedule of ``steps`` steps."""
-    if steps < 1:
-        raise InputError(f"steps must be at least 1, got {steps}")
-    if start_merge_step < -1:
-        raise InputError(
-            f"start_merge_step must be >= -1 (-1 skips the scene stage), got {start_merge_step}"
-        )
-    if final_step < start_merge_step:
-        raise InputError(
-            f"final_step ({final_step}) must not be smaller than start_merge_step "
-            f"({start_merge_step}): the fusion stage runs from start_merge_step+1 to final_step"
-        )
+@dataclass(frozen=True)
+class StageBoundaries:
+    """The last scene step and the last fusion step of a schedule of ``steps`` steps.
 
-
-def stage_counts(start_merge_step: int, final_step: int, steps: int) -> dict[Stage, int]:
-    """How many of ``steps`` steps fall in each stage."""
-    counts = dict.fromkeys(Stage, 0)
-    for step in range(steps):
-        counts[stage_for_step(step, start_merge_step, final_step)] += 1
-    return counts
-
-
-def boundary_fractions(
-    start_merge_step: int = DEFAULT_START_MERGE_STEP,
-    final_step: int = DEFAULT_FINAL_STEP,
-    steps: int = DEFAULT_STEPS,
-) -> tuple[float, float]:
-    """Boundaries as the fractions of the schedule that end the scene and fusion stages.
-
-    The paper's 15/30 of 50 give (0.32, 0.62): 32 % of the steps are scene steps, the
-    fusion stage ends after 62 % of them.
+    Constructing one validates it; :meth:`from_fractions` and :attr:`fractions` convert
+    to and from the fractions ComfyUI's nodes show, exactly for the step count the
+    fractions came from and to the nearest step otherwise.
     """
-    validate_boundaries(start_merge_step, final_step, steps)
-    return (start_merge_step + 1) / steps, (final_step + 1) / steps
+
+    start_merge_step: int = 15
+    final_step: int = 30
+    steps: int = 50
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise InputError(f"steps must be at least 1, got {self.steps}")
+        if self.start_merge_step < -1:
+            raise InputError(
+                "start_merge_step must be >= -1 (-1 skips the scene stage), got "
+                f"{self.start_merge_step}"
+            )
+        if self.final_step < self.start_merge_step:
+            raise InputError(
+                f"final_step ({self.final_step}) must not be smaller than start_merge_step "
+                f"({self.start_merge_step}): the fusion stage runs from start_merge_step+1 to "
+                "final_step"
+            )
+
+    @classmethod
+    def from_fractions(cls, scene_end: float, fusion_end: float, steps: int) -> StageBoundaries:
+        """The boundaries for ``steps`` steps of a schedule whose first ``scene_end`` are
+        scene steps and whose fusion stage ends after ``fusion_end`` of it."""
+        check_fractions(scene_end, fusion_end)
+        return cls(
+            _round_half_up(scene_end * steps) - 1, _round_half_up(fusion_end * steps) - 1, steps
+        )
+
+    @property
+    def fractions(self) -> tuple[float, float]:
+        """``(scene_end, fusion_end)``: the paper's 15/30 of 50 give (0.32, 0.62)."""
+        return (self.start_merge_step + 1) / self.steps, (self.final_step + 1) / self.steps
+
+    def scaled_to(self, steps: int) -> StageBoundaries:
+        """The same boundaries for a schedule of ``steps`` steps (itself if unchanged)."""
+        return (
+            self if steps == self.steps else StageBoundaries.from_fractions(*self.fractions, steps)
+        )
+
+    def stage(self, step: int) -> Stage:
+        return stage_for_step(step, self.start_merge_step, self.final_step)
+
+    def counts(self) -> dict[Stage, int]:
+        """How many of the steps fall in each stage."""
+        counts = dict.fromkeys(Stage, 0)
+        for step in range(self.steps):
+            counts[self.stage(step)] += 1
+        return counts
 
 
-def boundaries_for_steps(fractions: tuple[float, float], steps: int) -> tuple[int, int]:
-    """Step indices ``(start_merge_step, final_step)`` for a schedule of ``steps`` steps.
+PAPER_BOUNDARIES = StageBoundaries()
+"""The paper's (and the authors' release's) 15 and 30 of 50 steps."""
 
-    Inverse of :func:`boundary_fractions`: exact for the step count the fractions came
-    from, rounded to the nearest step otherwise.
-    """
-    scene_end, fusion_end = fractions
+
+def check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
+    """Refuse stage fractions that cannot describe a schedule; returns them."""
     if not 0.0 <= scene_end <= fusion_end <= 1.0:
+        paper_scene, paper_fusion = PAPER_BOUNDARIES.fractions
         raise InputError(
-            f"stage fractions must satisfy 0 <= scene_end <= fusion_end <= 1, got {fractions}"
+            f"scene_end ({scene_end:g}) and fusion_end ({fusion_end:g}) must satisfy 0 <= "
+            f"scene_end <= fusion_end <= 1 (stage 2 runs between them; the paper's are "
+            f"{paper_scene:g} and {paper_fusion:g})"
         )
-    return _round_half_up(scene_end * steps) - 1, _round_half_up(fusion_end * steps) - 1
+    return scene_end, fusion_end
 
 
 def _round_half_up(value: float) -> int:

@@ -18,7 +18,6 @@ from .crop import CropResult, crop_box, crop_face, crop_references, select_face
 from .draw import annotate
 from .identity import IdentityResult, _match, cosine, identity_scores, person_similarity
 from .packs import (
-    KNOWN_PACKS,
     Face,
     FaceAnalyzer,
     face_pack_dir,
@@ -28,7 +27,6 @@ from .packs import (
 from .runtime import PROVIDERS, FaceToolsUnavailable, available_providers, face_tools_message
 
 __all__ = [
-    "KNOWN_PACKS",
     "PROVIDERS",
     "CropResult",
     "Face",

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..catalog import face_pack_source
 from ..errors import InputError, ModelError
 from .images import _image_hwc, _image_list
-from .packs import _RECOGNITION_FILES, Face, FaceAnalyzer, _source
+from .packs import _RECOGNITION_FILES, Face, FaceAnalyzer
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,7 +103,7 @@ def identity_scores(analyzer: FaceAnalyzer, references, generated: torch.Tensor)
         raise ModelError(
             f"the face-analysis pack {analyzer.name!r} ({analyzer.folder}) has no recognition "
             f"model, so identity cannot be scored: put its ArcFace model in that folder "
-            f"({_RECOGNITION_FILES}), e.g. from the full pack: {_source(analyzer.name)}"
+            f"({_RECOGNITION_FILES}), e.g. from the full pack: {face_pack_source(analyzer.name)}"
         )
     people = _reference_people(references)
     generated = _image_list(generated, "the generated images")

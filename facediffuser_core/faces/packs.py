@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalog import FACE_PACKS, face_pack_source
 from ..errors import CheckpointError, InputError
 from .images import _image_hwc
 from .runtime import (
@@ -21,25 +22,9 @@ from .runtime import (
     available_providers,
 )
 
-KNOWN_PACKS = {
-    "buffalo_l": (
-        "insightface's GitHub release v0.7, "
-        "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip "
-        "(unzip it so that det_10g.onnx and w600k_r50.onnx lie directly in the folder)"
-    ),
-    "antelopev2": (
-        "insightface's GitHub release v0.7, "
-        "https://github.com/deepinsight/insightface/releases/download/v0.7/antelopev2.zip "
-        "(the zip holds an antelopev2/ folder: scrfd_10g_bnkps.onnx and glintr100.onnx must lie "
-        "directly in the pack folder, not one level deeper)"
-    ),
-}
-_GENERIC_SOURCE = (
-    "an insightface model pack (e.g. buffalo_l from "
-    "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip): its "
-    "folder needs a detector (.onnx) and, for identity scores, a recognition model"
-)
-_RECOGNITION_FILES = "buffalo_l: w600k_r50.onnx, antelopev2: glintr100.onnx"
+# which file does what in the known packs, for the messages about a missing one
+_RECOGNITION_FILES = ", ".join(f"{p}: {f['recognition']}" for p, f in FACE_PACKS.items())
+_DETECTOR_FILES = " or ".join(f"{f['detector']} ({p})" for p, f in FACE_PACKS.items())
 
 
 def face_pack_dir(root: str | os.PathLike, name: str) -> Path:
@@ -67,12 +52,8 @@ def list_face_packs(root: str | os.PathLike) -> list[str]:
     if not models.is_dir():
         return []
     names = [p.name for p in models.iterdir() if p.is_dir() and _onnx_files(p)]
-    known = [n for n in KNOWN_PACKS if n in names]
-    return known + sorted(n for n in names if n not in KNOWN_PACKS)
-
-
-def _source(name: str) -> str:
-    return KNOWN_PACKS.get(name, _GENERIC_SOURCE)
+    known = [n for n in FACE_PACKS if n in names]
+    return known + sorted(n for n in names if n not in FACE_PACKS)
 
 
 # --------------------------------------------------------------------------- faces
@@ -193,7 +174,7 @@ def load_face_analysis(
     if not folder.is_dir():
         raise CheckpointError(
             f"face-analysis pack {name!r} not found: the folder {folder} does not exist. "
-            f"Download {_source(name)} and unzip it there{others}"
+            f"Download {face_pack_source(name)} and unzip it there{others}"
         )
     onnx_files = _onnx_files(folder)
     if not onnx_files:
@@ -205,7 +186,7 @@ def load_face_analysis(
             )
         raise CheckpointError(
             f"face-analysis pack {name!r}: {folder} holds no .onnx model files. Download "
-            f"{_source(name)}"
+            f"{face_pack_source(name)}"
         )
     face_analysis_cls = _import_face_analysis()
     available = available_providers()
@@ -235,13 +216,13 @@ def load_face_analysis(
     except AssertionError as exc:  # FaceAnalysis asserts that it found a detector
         raise CheckpointError(
             f"face-analysis pack {name!r}: no face detector among the models in {folder} "
-            f"({files}): the pack needs one, e.g. det_10g.onnx (buffalo_l) or "
-            f"scrfd_10g_bnkps.onnx (antelopev2). Download {_source(name)}"
+            f"({files}): the pack needs one, e.g. {_DETECTOR_FILES}. "
+            f"Download {face_pack_source(name)}"
         ) from exc
     except Exception as exc:
         raise CheckpointError(
             f"insightface could not load the face-analysis pack {name!r} from {folder} ({files}) "
             f"with provider {short}: {type(exc).__name__}: {exc}. Re-download the pack if a file "
-            f"is damaged ({_source(name)}); for GPU providers run `facediffuser doctor`"
+            f"is damaged ({face_pack_source(name)}); for GPU providers run `facediffuser doctor`"
         ) from exc
     return FaceAnalyzer(app, name=name, provider=short, det_size=det_size, folder=folder)

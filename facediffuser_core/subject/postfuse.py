@@ -187,23 +187,10 @@ class SubjectEncoder(nn.Module):
         return self.image_encoder(pixel_values=fit_to_tower(x, size)).image_embeds
 
     def embed_people(self, people: Sequence[Tensor]) -> Tensor:
-        """One (N_i, 3, 224, 224) tensor of preprocessed photos per person -> (S, D).
+        """Photos per person -> (S, D) mean embeddings: :func:`.encode.embed_people`."""
+        from .encode import embed_people
 
-        A person's embedding is the mean of the projected embeddings of their photos (see
-        :mod:`photos`); all photos go through the image encoder in one batch.
-        """
-        from .photos import mean_per_person
-
-        for i, crops in enumerate(people):
-            if crops.ndim != 4 or crops.shape[0] < 1:
-                raise InputError(
-                    f"person {i + 1}: photos must be (N, 3, H, W) with N >= 1, got shape "
-                    f"{tuple(crops.shape)}: build them with photos.preprocess_people"
-                )
-        if not people:
-            return self.embed_images(torch.empty(0, 3, 224, 224))
-        embeds = self.embed_images(torch.cat(list(people)))
-        return mean_per_person(embeds, [len(c) for c in people])
+        return embed_people(self, people)
 
     def condition(
         self, text_hidden: Tensor, positions: Sequence[int], image_embeds: Tensor

@@ -118,14 +118,16 @@ class SubjectTokens:
     positions: tuple[int, ...]  # per subject, in marker order: index into ``ids``
 
 
-def tokenize_prompt(prompt: str, encode: Callable[[str], Sequence[int]]) -> SubjectTokens:
+def tokenize_prompt(
+    prompt: str | ParsedPrompt, encode: Callable[[str], Sequence[int]]
+) -> SubjectTokens:
     """Tokenize a marked prompt the way the reference's special-token tokenizer does.
 
     ``encode(text)`` must return ids without BOS/EOS. Each piece of text between markers is
     tokenized on its own and the pieces are concatenated; the token bound to marker ``i`` is the
-    last token of the piece before it.
+    last token of the piece before it. A prompt already parsed is not parsed again.
     """
-    parsed = parse_prompt(prompt)
+    parsed = prompt if isinstance(prompt, ParsedPrompt) else parse_prompt(prompt)
     ids: list[int] = []
     positions: list[int] = []
     for i, seg in enumerate(parsed.segments):

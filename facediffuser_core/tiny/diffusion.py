@@ -96,8 +96,9 @@ SD15_TOKENS = (49408, 49406, 49407)  # vocabulary size, BOS, EOS of SD1.5's CLIP
 
 @lru_cache(maxsize=1)
 def tiny_tokenizer_ids() -> tuple[int, int, int]:
-    """(vocab size, bos id, eos id) of ``text.write_tiny_tokenizer``'s tokenizer."""
-    from ..subject.text import load_tokenizer, special_ids, write_tiny_tokenizer
+    """(vocab size, bos id, eos id) of ``tokenizer.write_tiny_tokenizer``'s tokenizer."""
+    from ..subject.text import load_tokenizer, special_ids
+    from .tokenizer import write_tiny_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = load_tokenizer(write_tiny_tokenizer(Path(tmp) / "tokenizer"))
@@ -270,8 +271,8 @@ def write_tiny_set(
     ``full_size=True`` writes SD1.5-sized random weights (fp16, about 2.3 GB for both) and no
     tokenizer folder (SD1.5's own tokenizer applies) and no converted sets.
     """
-    from ..subject.text import write_tiny_tokenizer
     from ..weights.conversion import convert
+    from .tokenizer import write_tiny_tokenizer
 
     root = Path(out_dir)
     models = root.joinpath(*COMFYUI_MODEL_FOLDER) if comfyui else root
@@ -322,7 +323,7 @@ def write_tiny_clip(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     consistency metric of ``evaluate``, loadable like ``openai/clip-vit-large-patch14``."""
     from transformers import CLIPConfig, CLIPModel
 
-    from ..subject.text import write_tiny_tokenizer
+    from .tokenizer import write_tiny_tokenizer
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)

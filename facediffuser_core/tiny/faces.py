@@ -102,6 +102,10 @@ def _detector_model():
         nodes.append(helper.make_node(op, inputs, [output], name=f"{op.lower()}_{output}", **attrs))
         return output
 
+    def rows(stride: int, source: str, width: int, output: str) -> str:
+        """``source`` (1, H, W, anchors[, width]) as one row of ``width`` per anchor point."""
+        return node("Reshape", [source, const_i64(f"s{stride}_shape{width}", [-1, width])], output)
+
     # Input x = (pixel - 127.5) / 128, RGB (insightface swaps BGR -> RGB). Three ramps, in
     # 0-255 levels: (R-G-5)/10, (G-B-5)/10, (R-80)/20; skin = min of the three, clipped.
     lv = 128.0  # one unit of x in 0-255 levels
@@ -153,13 +157,7 @@ def _detector_model():
         node("Concat", logits, f"s{stride}_logits", axis=1)  # (1, 2, H/s, W/s)
         node("Sigmoid", [f"s{stride}_logits"], f"s{stride}_prob")
         node("Transpose", [f"s{stride}_prob"], f"s{stride}_hwa", perm=[0, 2, 3, 1])
-        scores.append(
-            node(
-                "Reshape",
-                [f"s{stride}_hwa", const_i64(f"s{stride}_shape1", [-1, 1])],
-                f"score_{stride}",
-            )
-        )
+        scores.append(rows(stride, f"s{stride}_hwa", 1, f"score_{stride}"))
         # Constant per-anchor regressions (in stride units), broadcast to every location.
         node("Unsqueeze", [f"s{stride}_hwa", const_i64(f"s{stride}_ax", [4])], f"s{stride}_u")
         node("Mul", [f"s{stride}_u", const(f"s{stride}_zero", 0.0)], f"s{stride}_zeros")
@@ -172,21 +170,9 @@ def _detector_model():
             / stride
         )
         node("Add", [f"s{stride}_zeros", const(f"s{stride}_dist", dist)], f"s{stride}_bb")
-        boxes.append(
-            node(
-                "Reshape",
-                [f"s{stride}_bb", const_i64(f"s{stride}_shape4", [-1, 4])],
-                f"bbox_{stride}",
-            )
-        )
+        boxes.append(rows(stride, f"s{stride}_bb", 4, f"bbox_{stride}"))
         node("Add", [f"s{stride}_zeros", const(f"s{stride}_kps", kps)], f"s{stride}_kp")
-        kpss.append(
-            node(
-                "Reshape",
-                [f"s{stride}_kp", const_i64(f"s{stride}_shape10", [-1, 10])],
-                f"kps_{stride}",
-            )
-        )
+        kpss.append(rows(stride, f"s{stride}_kp", 10, f"kps_{stride}"))
 
     inputs = [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "h", "w"])]
     outputs = []

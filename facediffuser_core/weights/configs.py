@@ -74,6 +74,16 @@ def _uniform(values: list[int]) -> int | tuple[int, ...]:
     return values[0] if len(set(values)) == 1 else tuple(values)
 
 
+def _mid_block_type(keys: list[str], attention: str, resnet: str) -> str | None:
+    """diffusers' mid block type: with cross-attention, plain (resnets only), or none.
+
+    The two key layouts (diffusers, LDM) name the blocks differently, hence the prefixes.
+    """
+    if _has_prefix(keys, attention):
+        return "UNetMidBlock2DCrossAttn"
+    return "UNetMidBlock2D" if _has_prefix(keys, resnet) else None
+
+
 def unet_config_from_diffusers(sd: StateDict) -> dict[str, Any]:
     """``UNet2DConditionModel`` kwargs for a diffusers-layout UNet state dict."""
     keys = list(sd.keys())
@@ -112,12 +122,7 @@ def unet_config_from_diffusers(sd: StateDict) -> dict[str, Any]:
             cross_dim = int(t.shape[1])
         if k.endswith("proj_in.weight") and t.ndim == 2:
             linear_proj = True
-    if _has_prefix(keys, "mid_block.attentions."):
-        mid_type: str | None = "UNetMidBlock2DCrossAttn"
-    elif _has_prefix(keys, "mid_block.resnets."):
-        mid_type = "UNetMidBlock2D"
-    else:
-        mid_type = None
+    mid_type = _mid_block_type(keys, attention="mid_block.attentions.", resnet="mid_block.resnets.")
 
     # levels without attention have no depth of their own; diffusers gives the mid block the
     # last level's depth, so that one comes from the mid block when it has attention
@@ -187,12 +192,7 @@ def _ldm_structure(sd: StateDict) -> dict[str, Any]:
             attn = False
     up_types.append("CrossAttnUpBlock2D" if attn else "UpBlock2D")
 
-    if _has_prefix(keys, "middle_block.1.proj_in."):
-        mid: str | None = "UNetMidBlock2DCrossAttn"
-    elif _has_prefix(keys, "middle_block.0."):
-        mid = "UNetMidBlock2D"
-    else:
-        mid = None
+    mid = _mid_block_type(keys, attention="middle_block.1.proj_in.", resnet="middle_block.0.")
     cfg: dict[str, Any] = {
         "down_block_types": tuple(down_types),
         "up_block_types": tuple(up_types),

@@ -9,7 +9,7 @@ per level, transformer depth and per-level attention (SD1.5 and the tiny test mo
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -163,6 +163,19 @@ def _list(keys: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _rename_keys(keys: Iterable[str], table, resnets) -> tuple[dict[str, str], list[str]]:
+    """({key: renamed key}, [keys the table has no rule for]), in the order given."""
+    renamed: dict[str, str] = {}
+    unmapped = []
+    for k in keys:
+        v = _rename(k, table, resnets)
+        if v is None:
+            unmapped.append(k)
+        else:
+            renamed[k] = v
+    return renamed, unmapped
+
+
 def unet_diffusers_to_ldm_keys(config: Mapping[str, Any]) -> dict[str, str]:
     """Map every diffusers state-dict key of a UNet built from ``config`` to its LDM key.
 
@@ -172,14 +185,7 @@ def unet_diffusers_to_ldm_keys(config: Mapping[str, Any]) -> dict[str, str]:
     cfg = _config_kwargs(config)
     keys = _keys_for(json.dumps(cfg, sort_keys=True, default=list))
     fwd, _ = _tables(cfg)
-    out: dict[str, str] = {}
-    unmapped = []
-    for k in keys:
-        v = _rename(k, fwd, _RESNET_TO_LDM)
-        if v is None:
-            unmapped.append(k)
-        else:
-            out[k] = v
+    out, unmapped = _rename_keys(keys, fwd, _RESNET_TO_LDM)
     if unmapped:
         raise ModelError(f"UNet keys without an LDM equivalent: {_list(unmapped)}")
     if len(set(out.values())) != len(out):
@@ -188,17 +194,10 @@ def unet_diffusers_to_ldm_keys(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _rename_all(sd: Mapping[str, torch.Tensor], table, resnets, problem: str) -> StateDict:
-    out: dict[str, torch.Tensor] = {}
-    bad = []
-    for k, t in sd.items():
-        v = _rename(k, table, resnets)
-        if v is None:
-            bad.append(k)
-        else:
-            out[v] = t
+    renamed, bad = _rename_keys(sd, table, resnets)
     if bad:
         raise CheckpointError(problem.format(n=len(bad), keys=_list(bad)))
-    return out
+    return {renamed[k]: t for k, t in sd.items()}
 
 
 def unet_to_ldm(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> StateDict:

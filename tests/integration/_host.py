@@ -333,12 +333,6 @@ def object_info(server) -> dict:
 
 
 def fusion_steps(steps: int) -> int:
-    from facediffuser_core.engine.stages import (
-        Stage,
-        boundaries_for_steps,
-        boundary_fractions,
-        stage_counts,
-    )
+    from facediffuser_core.engine.stages import PAPER_BOUNDARIES, Stage
 
-    start, final = boundaries_for_steps(boundary_fractions(), steps)
-    return stage_counts(start, final, steps)[Stage.FUSION]
+    return PAPER_BOUNDARIES.scaled_to(steps).counts()[Stage.FUSION]
