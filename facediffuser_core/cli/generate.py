@@ -15,6 +15,7 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 from ..files import save_json
+from ..subject.prompt import MARKER
 from .models import check_memory
 from .models import device_and_dtype as _device_and_dtype
 from .models import model_paths as _model_paths
@@ -27,7 +28,7 @@ from .usage import (
     resolve_device,
 )
 
-TINY_PROMPT = "a man <|image|> and a woman <|image|> at the beach"
+TINY_PROMPT = f"a man {MARKER} and a woman {MARKER} at the beach"
 TINY_SIZE = 128
 
 HELP = "prompt + reference people -> images and an inspection sheet"
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     check_fusion_steps(args, settings)
     if tiny:
         bundled = sorted((paths.tiny_folder / "references").glob("*.png"))
-        ref_paths = _person_paths(args.ref) or [[p] for p in bundled[: prompt.count("<|image|>")]]
+        ref_paths = _person_paths(args.ref) or [[p] for p in bundled[: prompt.count(MARKER)]]
         print(f"using the built-in tiny models in {paths.tiny_folder}", file=sys.stderr)
     else:
         ref_paths = _person_paths(args.ref)
