@@ -30,10 +30,11 @@ from ..facediffuser_core.node_names import (
     IDENTITY_SIMILARITY,
 )
 from . import paths
+from .form import number, output, schema
 from .people import people_in_order
 from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
-from .types import CATEGORY, Faces
-from .v3 import advanced, io, schema
+from .types import Faces
+from .v3 import advanced, io
 
 FOLDER = FACE_FOLDER  # models/insightface, also a folder_paths key
 _BUFFALO = FACE_PACKS["buffalo_l"]  # the tooltip's example (the locales repeat it)
@@ -98,7 +99,6 @@ class FaceAnalysisLoader(io.ComfyNode):
         return schema(
             node_id=FACE_ANALYSIS_LOADER,
             display_name="Face-diffuser Face Analysis Loader",
-            category=CATEGORY,
             description="Loads an insightface model pack from models/insightface/models/<pack> "
             "(buffalo_l or antelopev2). Needs insightface and onnxruntime; 'facediffuser doctor' "
             "checks the setup.",
@@ -116,17 +116,13 @@ class FaceAnalysisLoader(io.ComfyNode):
                     tooltip="onnxruntime execution provider; only those this install reports as "
                     "available are listed (CUDA needs onnxruntime-gpu).",
                 ),
-                io.Int.Input(
+                number(
                     "det_size",
-                    default=640,
-                    min=160,
-                    max=2048,
-                    step=32,
-                    tooltip="Detector input size; larger finds smaller faces, slower.",
+                    "Detector input size; larger finds smaller faces, slower.",
                     **advanced(),
                 ),
             ],
-            outputs=[Faces.Output("face_analysis", display_name="face_analysis")],
+            outputs=[output(Faces, "face_analysis")],
         )
 
     @classmethod
@@ -150,7 +146,6 @@ class FaceCrop(io.ComfyNode):
         return schema(
             node_id=FACE_CROP,
             display_name="Face-diffuser Face Crop",
-            category=CATEGORY,
             description="Detects a face per image, expands the box by a margin and crops a square.",
             search_aliases=["face crop", "reference photo", "face"],
             inputs=[
@@ -161,30 +156,13 @@ class FaceCrop(io.ComfyNode):
                     options=["largest", "by index (left to right)"],
                     tooltip="Which face to crop when a photo shows several people.",
                 ),
-                io.Int.Input(
-                    "index",
-                    default=0,
-                    min=0,
-                    max=63,
-                    tooltip="With 'by index': 0 = leftmost face, 1 = the next, ...",
-                ),
-                io.Float.Input(
+                number("index", "With 'by index': 0 = leftmost face, 1 = the next, ..."),
+                number(
                     "margin",
-                    default=0.5,
-                    min=0.0,
-                    max=3.0,
-                    step=0.05,
-                    tooltip="Extra space around the face box on each side, as a fraction of its "
-                    "size (0.5: the face fills half the crop).",
+                    "Extra space around the face box on each side, as a fraction of its size "
+                    "(0.5: the face fills half the crop).",
                 ),
-                io.Int.Input(
-                    "size",
-                    default=512,
-                    min=64,
-                    max=2048,
-                    step=8,
-                    tooltip="Side of the square crops in pixels.",
-                ),
+                number("size", "Side of the square crops in pixels."),
                 io.Boolean.Input(
                     "align",
                     default=False,
@@ -200,20 +178,14 @@ class FaceCrop(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Image.Output(
-                    "crops",
-                    display_name="crops",
-                    tooltip="One square crop per input image, ready for Subject Encode.",
+                output(
+                    io.Image, "crops", "One square crop per input image, ready for Subject Encode."
                 ),
-                io.Mask.Output(
-                    "face_mask",
-                    display_name="face_mask",
-                    tooltip="The detected face box of each input image.",
-                ),
-                io.Image.Output(
+                output(io.Mask, "face_mask", "The detected face box of each input image."),
+                output(
+                    io.Image,
                     "preview",
-                    display_name="preview",
-                    tooltip="The input images with the crop square of the chosen face marked.",
+                    "The input images with the crop square of the chosen face marked.",
                 ),
             ],
         )
@@ -253,7 +225,6 @@ class IdentitySimilarity(io.ComfyNode):
         return schema(
             node_id=IDENTITY_SIMILARITY,
             display_name="Face-diffuser Identity Similarity",
-            category=CATEGORY,
             description="Identity fidelity as in the literature: faces are matched one-to-one "
             "to the reference people (greedy by similarity); a person without a matching face "
             "scores 0. A batch on a person input is several photos of that person: the "
@@ -270,22 +241,22 @@ class IdentitySimilarity(io.ComfyNode):
                 ),
             ],
             outputs=[
-                io.Float.Output(
+                output(
+                    io.Float,
                     "mean_similarity",
-                    display_name="mean_similarity",
-                    tooltip="Mean identity similarity over people and images (0 for a person "
-                    "with no face found).",
+                    "Mean identity similarity over people and images (0 for a person with no "
+                    "face found).",
                 ),
-                io.String.Output(
+                output(
+                    io.String,
                     "report",
-                    display_name="report",
-                    tooltip="Per image and person: the cosine of the matched face (the mean "
-                    "over the person's photos when given several).",
+                    "Per image and person: the cosine of the matched face (the mean over the "
+                    "person's photos when given several).",
                 ),
-                io.Image.Output(
+                output(
+                    io.Image,
                     "annotated",
-                    display_name="annotated",
-                    tooltip="Generated images with each matched face boxed and scored.",
+                    "Generated images with each matched face boxed and scored.",
                 ),
             ],
         )

@@ -164,19 +164,32 @@ def _redacted(exc: BaseException) -> None:
             setattr(exc, attribute, _redact(value))
 
 
+def _own(node_cls: type, name: str) -> Any:
+    """The class attribute ``name`` as the node (or a base class of the pack, such as the
+    loaders' common one) defines it; None where only ComfyUI's node base does."""
+    from .v3 import io  # here, not above: this module loads on a host without comfy_api too
+
+    for klass in node_cls.__mro__:
+        if issubclass(io.ComfyNode, klass):  # ComfyUI's base classes: their defaults
+            return None
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
+
+
 def guard(node_cls: type, display: str | None = None) -> type:
     """Give the V3 node ``node_cls`` the pack's input check and path-free errors (idempotent)."""
     if node_cls.__dict__.get(_GUARDED, False):
         return node_cls
     display = display or node_cls.define_schema().display_name
-    own = node_cls.__dict__.get("validate_inputs")
+    own = _own(node_cls, "validate_inputs")
     own = own.__get__(None, node_cls) if own is not None else None
 
     def validate(cls, **given):
         return check_inputs(cls, display, given, own)
 
     node_cls.validate_inputs = classmethod(validate)
-    function = node_cls.__dict__["execute"].__func__
+    function = _own(node_cls, "execute").__func__
 
     @functools.wraps(function)
     def run(cls, *args, **kwargs):

@@ -17,6 +17,7 @@ from ..facediffuser_core.engine.snf import PAPER_FUSION, FusionSettings
 from ..facediffuser_core.errors import InputError
 from ..facediffuser_core.inspection import fusion_masks, render_sheet
 from ..facediffuser_core.node_names import INSPECT, KSAMPLER, SNF_GUIDER, SNF_SETTINGS
+from .form import output, schema
 from .guider import VAE_FACTOR, SNFGuider, check_latent
 from .sampling_inputs import (
     cfg_input,
@@ -27,8 +28,8 @@ from .sampling_inputs import (
     settings_inputs,
     snf_inputs,
 )
-from .types import CATEGORY, SNF
-from .v3 import io, schema
+from .types import SNF
+from .v3 import io
 
 
 def inspection_outputs(records: list[StepRecord]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,12 +68,11 @@ class SNFSettings(io.ComfyNode):
         return schema(
             node_id=SNF_SETTINGS,
             display_name="Face-diffuser SNF Settings",
-            category=CATEGORY,
             description="Saliency-adaptive Noise Fusion settings for the Face-diffuser "
             "sampler/guider.",
             search_aliases=["noise fusion", "saliency", "SNF"],
             inputs=settings_inputs(),
-            outputs=[SNF.Output("snf", display_name="snf")],
+            outputs=[output(SNF, "snf")],
         )
 
     @classmethod
@@ -83,16 +83,23 @@ class SNFSettings(io.ComfyNode):
         )
 
 
-def _guider(tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional):
-    guider = SNFGuider(
-        tdm_model,
-        sdm_model,
-        cfg,
-        (scene_end, fusion_end),  # checked by the guider
-        optional.get("snf") or PAPER_FUSION,
-        optional.get("region"),
-    )
-    guider.set_conds(negative, text, subject, optional.get("tdm_text"))
+def _guider(
+    tdm_model,
+    sdm_model,
+    negative,
+    text,
+    subject,
+    cfg,
+    scene_end,
+    fusion_end,
+    snf=None,
+    region=None,
+    tdm_text=None,
+) -> SNFGuider:
+    """The guider of both sampling nodes, from the inputs they share (by their schema names)."""
+    boundaries = (scene_end, fusion_end)  # checked by the guider
+    guider = SNFGuider(tdm_model, sdm_model, cfg, boundaries, snf or PAPER_FUSION, region)
+    guider.set_conds(negative, text, subject, tdm_text)
     return guider
 
 
@@ -104,23 +111,17 @@ class SNFGuiderNode(io.ComfyNode):
         return schema(
             node_id=SNF_GUIDER,
             display_name="Face-diffuser SNF Guider",
-            category=CATEGORY,
             description="Face-diffuser's three stages as a guider: TDM alone, SNF fusion, SDM "
             "alone. Use it with SamplerCustomAdvanced; 'Face-diffuser Inspect' shows how the "
             "models shared the image.",
             search_aliases=["FastComposer", "multi-person", "identity", "guider", "face"],
             inputs=[*model_inputs(), cfg_input(), *fraction_inputs(), *snf_inputs()],
-            outputs=[io.Guider.Output("guider", display_name="guider")],
+            outputs=[output(io.Guider, "guider")],
         )
 
     @classmethod
-    def execute(
-        cls, tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, **optional
-    ):
-        guider = _guider(
-            tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional
-        )
-        return io.NodeOutput(guider)
+    def execute(cls, **inputs):
+        return io.NodeOutput(_guider(**inputs))
 
 
 class SNFKSampler(io.ComfyNode):
@@ -131,7 +132,6 @@ class SNFKSampler(io.ComfyNode):
         return schema(
             node_id=KSAMPLER,
             display_name="Face-diffuser KSampler (SNF)",
-            category=CATEGORY,
             description="Face-diffuser sampling: TDM alone, then Saliency-adaptive Noise "
             "Fusion, then SDM alone. Paper settings: ddim / ddim_uniform, 50 steps, cfg 5, "
             "boundaries 0.32 / 0.62.",
@@ -145,47 +145,27 @@ class SNFKSampler(io.ComfyNode):
                 *snf_inputs(),
             ],
             outputs=[
-                io.Latent.Output("latent", display_name="latent", tooltip="The denoised latent."),
-                io.Image.Output(
+                output(io.Latent, "latent", "The denoised latent."),
+                output(
+                    io.Image,
                     "inspection",
-                    display_name="inspection",
-                    tooltip="Per fusion step: TDM saliency, SDM saliency, fusion mask (white = "
-                    "SDM), first image.",
+                    "Per fusion step: TDM saliency, SDM saliency, fusion mask (white = SDM), "
+                    "first image.",
                 ),
-                io.Mask.Output(
+                output(
+                    io.Mask,
                     "fusion_masks",
-                    display_name="fusion_masks",
-                    tooltip="One mask per fusion step at image size: 1 where the SDM supplied "
-                    "the noise.",
+                    "One mask per fusion step at image size: 1 where the SDM supplied the noise.",
                 ),
             ],
             hidden=[io.Hidden.prompt, io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(
-        cls,
-        tdm_model,
-        sdm_model,
-        negative,
-        text,
-        subject,
-        latent_image,
-        seed,
-        steps,
-        cfg,
-        sampler_name,
-        scheduler,
-        denoise,
-        scene_end,
-        fusion_end,
-        **optional,
-    ):
+    def execute(cls, latent_image, seed, steps, sampler_name, scheduler, denoise, **guided):
         samples = latent_image["samples"]
         check_latent(samples)
-        guider = _guider(
-            tdm_model, sdm_model, negative, text, subject, cfg, scene_end, fusion_end, optional
-        )
+        guider = _guider(**guided)  # the models, conditionings, cfg, boundaries and SNF
         samples = comfy.sample.fix_empty_latent_channels(guider.model_patcher, samples)
         noise = comfy.sample.prepare_noise(samples, seed, latent_image.get("batch_index"))
         sigmas = comfy.samplers.KSampler(
@@ -229,7 +209,6 @@ class SNFInspect(io.ComfyNode):
         return schema(
             node_id=INSPECT,
             display_name="Face-diffuser Inspect",
-            category=CATEGORY,
             description="Connect the Face-diffuser guider and the latent SamplerCustomAdvanced "
             "produced with it (the latent makes this node run after sampling).",
             search_aliases=["saliency", "fusion mask", "SNF"],
@@ -238,8 +217,8 @@ class SNFInspect(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The sampler's output (orders the run)."),
             ],
             outputs=[
-                io.Image.Output("inspection", display_name="inspection"),
-                io.Mask.Output("fusion_masks", display_name="fusion_masks"),
+                output(io.Image, "inspection"),
+                output(io.Mask, "fusion_masks"),
             ],
         )
 

@@ -10,30 +10,23 @@ from ..facediffuser_core.node_names import (
     SEED,
     STEPS,
 )
-from ..facediffuser_core.ranges import NUMBERS
+from .form import number
 from .types import SNF
 from .v3 import HAS_DYNAMIC_COMBO, advanced, io
 
 
-def _number(name: str) -> dict:
-    """default / min / max (/ step / round) of a shared numeric input (one home: ranges)."""
-    return {k: v for k, v in NUMBERS[name].items() if k != "type"}
-
-
 def fraction_inputs() -> list:
     return [
-        io.Float.Input(
+        number(
             SCENE_END,
-            **_number(SCENE_END),
-            tooltip="Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of "
-            "50 steps = 0.32 (start_merge_step 15). Scales with the step count.",
+            "Fraction of the steps done by the TDM alone (stage 1). Paper: 16 of 50 steps = "
+            "0.32 (start_merge_step 15). Scales with the step count.",
             **advanced(),
         ),
-        io.Float.Input(
+        number(
             FUSION_END,
-            **_number(FUSION_END),
-            tooltip="Fraction of the steps finished when fusion (stage 2) ends; the SDM "
-            "alone does the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
+            "Fraction of the steps finished when fusion (stage 2) ends; the SDM alone does "
+            "the rest. Paper: 31 of 50 = 0.62 (final_step 30).",
             **advanced(),
         ),
     ]
@@ -60,11 +53,7 @@ def model_inputs() -> list:
 
 
 def cfg_input() -> io.Float.Input:
-    return io.Float.Input(
-        CFG,
-        **_number(CFG),
-        tooltip="Guidance scale w for both models (paper: 5).",
-    )
+    return number(CFG, "Guidance scale w for both models (paper: 5).")
 
 
 def snf_inputs() -> list:
@@ -89,13 +78,8 @@ def snf_inputs() -> list:
 def ksampler_inputs(samplers: list[str], schedulers: list[str]) -> list:
     return [
         io.Latent.Input("latent_image", tooltip="Empty Latent Image (SD1.5: 4 channels)."),
-        io.Int.Input(
-            SEED,
-            **_number(SEED),
-            control_after_generate=True,
-            tooltip="Noise seed.",
-        ),
-        io.Int.Input(STEPS, **_number(STEPS), tooltip="Sampling steps (paper: 50)."),
+        number(SEED, "Noise seed.", control_after_generate=True),
+        number(STEPS, "Sampling steps (paper: 50)."),
         cfg_input(),
         io.Combo.Input(
             "sampler_name",
@@ -109,14 +93,10 @@ def ksampler_inputs(samplers: list[str], schedulers: list[str]) -> list:
             default="ddim_uniform",
             tooltip="Any scheduler; ddim_uniform matches the paper's DDIM timesteps.",
         ),
-        io.Float.Input(
+        number(
             "denoise",
-            default=1.0,
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            tooltip="Below 1 samples only the tail of the schedule; "
-            "the stage fractions apply to the steps actually run.",
+            "Below 1 samples only the tail of the schedule; the stage fractions apply to the "
+            "steps actually run.",
             **advanced(),
         ),
     ]
@@ -126,26 +106,17 @@ MODE_TIP = (
     "hard = paper: each pixel takes the more salient model's noise (ties: TDM). soft = blend "
     "with the SDM weight s_e^(1/T) / (s_e^(1/T) + s_g^(1/T))."
 )
+TEMPERATURE_TIP = (
+    "Soft mode only: 1 blends in proportion to saliency; small values approach hard "
+    "selection, large values a 50/50 mix."
+)
 
 
 def settings_inputs() -> list:
     """mode (temperature shown only for soft, where the host can), kernel_size."""
-    temperature = dict(
-        id="temperature",
-        default=1.0,
-        min=0.01,
-        max=100.0,
-        step=0.01,
-        tooltip="Soft mode only: 1 blends in proportion to saliency; small values approach "
-        "hard selection, large values a 50/50 mix.",
-    )
-    kernel = io.Int.Input(
+    kernel = number(
         "kernel_size",
-        default=4,
-        min=1,
-        max=15,
-        tooltip="Side of the average-pool window that smooths each response before the "
-        "softmax (paper: 4).",
+        "Side of the average-pool window that smooths each response before the softmax (paper: 4).",
         **advanced(),
     )
     if HAS_DYNAMIC_COMBO:
@@ -154,7 +125,7 @@ def settings_inputs() -> list:
                 "mode",
                 options=[
                     io.DynamicCombo.Option("hard", []),
-                    io.DynamicCombo.Option("soft", [io.Float.Input(**temperature)]),
+                    io.DynamicCombo.Option("soft", [number("temperature", TEMPERATURE_TIP)]),
                 ],
                 tooltip=MODE_TIP,
             ),
@@ -163,7 +134,7 @@ def settings_inputs() -> list:
     # 0.3.48: a plain combo; temperature last and optional (only soft mode reads it), so
     # graphs made on newer hosts, which have no temperature in hard mode, run here too
     mode = io.Combo.Input("mode", options=["hard", "soft"], tooltip=MODE_TIP)
-    return [mode, kernel, io.Float.Input(optional=True, **temperature)]
+    return [mode, kernel, number("temperature", TEMPERATURE_TIP, optional=True)]
 
 
 def mode_choice(mode, temperature: float | None) -> tuple[str, float]:

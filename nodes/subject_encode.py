@@ -11,10 +11,11 @@ from ..facediffuser_core.subject.prompt import parse_prompt, require_subjects
 from ..facediffuser_core.subject.reference import CLIP_MEAN, CLIP_STD
 from ..facediffuser_core.subject.text import encoder_for, special_ids
 from . import provenance
+from .form import number, output, schema
 from .people import people_in_order
 from .people_input import LEGACY_INPUTS, people_by_position, people_inputs, people_problem
-from .types import CATEGORY, Subject
-from .v3 import advanced, io, schema
+from .types import Subject
+from .v3 import advanced, io
 
 PERSON_TIP = (
     "Reference photo(s) of a person: the i-th person binds the i-th <|image|> marker of the "
@@ -43,7 +44,6 @@ class SubjectEncode(io.ComfyNode):
         return schema(
             node_id=SUBJECT_ENCODE,
             display_name="Face-diffuser Subject Encode",
-            category=CATEGORY,
             description="Write <|image|> right after the word for each person ('a man <|image|> "
             "and a woman <|image|> at the beach'); person_1 binds the first marker, person_2 the "
             "second. An image batch on a person input is several photos of that person: the "
@@ -61,36 +61,32 @@ class SubjectEncode(io.ComfyNode):
                     "person (1 to 4).",
                 ),
                 *people_inputs(PERSON_TIP),
-                io.Int.Input(
+                number(
                     "object_resolution",
+                    "Square size references are padded and resized to before CLIP's 224 (the "
+                    "reference implementation uses 512).",
                     optional=True,
-                    default=512,
-                    min=224,
-                    max=2048,
-                    step=8,
-                    tooltip="Square size references are padded and resized to before CLIP's "
-                    "224 (the reference implementation uses 512).",
                     **advanced(),
                 ),
             ],
             outputs=[
-                io.Conditioning.Output(
+                output(
+                    io.Conditioning,
                     "subject",
-                    display_name="subject",
-                    tooltip="SDM conditioning: the prompt with the reference people fused into "
-                    "the bound words.",
+                    "SDM conditioning: the prompt with the reference people fused into the "
+                    "bound words.",
                 ),
-                io.Conditioning.Output(
+                output(
+                    io.Conditioning,
                     "text",
-                    display_name="text",
-                    tooltip="The prompt with the markers removed: the TDM's positive and the "
-                    "SDM's unconditional.",
+                    "The prompt with the markers removed: the TDM's positive and the SDM's "
+                    "unconditional.",
                 ),
-                io.Image.Output(
+                output(
+                    io.Image,
                     "reference_crops",
-                    display_name="reference_crops",
-                    tooltip="What the image encoder saw: every photo of every person, in person "
-                    "order, padded to a square and resized.",
+                    "What the image encoder saw: every photo of every person, in person order, "
+                    "padded to a square and resized.",
                 ),
             ],
         )

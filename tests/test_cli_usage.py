@@ -77,9 +77,9 @@ def test_a_size_that_cannot_fit_names_the_largest_that_can(home, capsys, monkeyp
     weights = memory.weight_elements(
         [home / "home" / "tiny-v0.1.0" / "SDM", home / "home" / "tiny-v0.1.0" / "TDM"]
     )
-    sizes = {"weights": weights, "element_size": 4, "widths": memory.Widths(32, 32)}
-    assert memory.peak_bytes(side, side, **sizes) <= 4 * 2**30
-    assert memory.peak_bytes(side + 8, side + 8, **sizes) > 4 * 2**30
+    run = memory.Footprint(weights, element_size=4, widths=memory.Widths(32, 32))
+    assert memory.peak_bytes(side, side, run) <= 4 * 2**30
+    assert memory.peak_bytes(side + 8, side + 8, run) > 4 * 2**30
     # the tiny-model cache it built has ordinary permissions (not mkdtemp's 0700)
     mask = os.umask(0)
     os.umask(mask)
@@ -87,22 +87,17 @@ def test_a_size_that_cannot_fit_names_the_largest_that_can(home, capsys, monkeyp
 
 
 def test_memory_estimate_message():
+    sd15 = memory.Footprint(weights=2_000_000_000, element_size=4)
     with pytest.raises(memory.InputError) as info:
-        memory.check_fits(
-            4096, 4096, device="cpu", weights=2_000_000_000, element_size=4, available=16 * 2**30
-        )
+        memory.check_fits(4096, 4096, sd15, device="cpu", available=16 * 2**30)
     assert str(info.value) == (
         "--width 4096 --height 4096 needs about 109.8 GB but cpu has 16.0 GB of available RAM: "
         "use --width 1016 --height 1016 or smaller (the largest that fits)"
     )
     with pytest.raises(memory.InputError, match="the models alone do not fit"):
-        memory.check_fits(
-            512, 512, device="cpu", weights=2_000_000_000, element_size=4, available=2**30
-        )
+        memory.check_fits(512, 512, sd15, device="cpu", available=2**30)
     # SD1.5 at its own size fits a 16 GB machine
-    memory.check_fits(
-        512, 512, device="cpu", weights=2_000_000_000, element_size=4, available=16 * 2**30
-    )
+    memory.check_fits(512, 512, sd15, device="cpu", available=16 * 2**30)
 
 
 def test_folder_without_a_model(home, capsys):

@@ -306,8 +306,15 @@ def test_refusals_name_the_problem(host):
     with pytest.raises(ModelError, match="'subject' is 12-wide"):
         guider.set_conds(cond(0.0), cond(1.0), cond(2.0, 12))
     with pytest.raises(InputError, match="scene_end"):
-        host.sampling.SNFGuiderNode.execute(
-            FakePatcher(host, "tdm", 0.0), sdm, cond(0.0), cond(1.0), cond(2.0), 5.0, 0.7, 0.3
+        host.sampling.SNFGuiderNode.execute(  # as ComfyUI calls it: by input name
+            tdm_model=FakePatcher(host, "tdm", 0.0),
+            sdm_model=sdm,
+            negative=cond(0.0),
+            text=cond(1.0),
+            subject=cond(2.0),
+            cfg=5.0,
+            scene_end=0.7,
+            fusion_end=0.3,
         )
 
 

@@ -7,9 +7,10 @@ nodes are found by class, never by id. Nothing here talks to a server; ``object_
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,28 @@ TARGETS: dict[str, tuple[tuple[str, str], ...]] = {
 
 def _is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
+
+
+def copy_nodes(
+    graph: dict[str, Any], nodes: Sequence[str], retitle: Callable[[str], str]
+) -> dict[str, str]:
+    """Add a copy of ``nodes`` to ``graph`` under fresh ids (after the largest numeric id),
+    their links to each other following the copies, each title passed through ``retitle``.
+
+    Returns old id -> new id.
+    """
+    first = max((int(k) for k in graph if k.isdigit()), default=0) + 1
+    ids = {old: str(first + n) for n, old in enumerate(nodes)}
+    for old in nodes:
+        clone = copy.deepcopy(graph[old])
+        for name, value in clone["inputs"].items():
+            if _is_link(value) and str(value[0]) in ids:
+                clone["inputs"][name] = [ids[str(value[0])], value[1]]
+        title = (clone.get("_meta") or {}).get("title")
+        if title:
+            clone["_meta"]["title"] = retitle(title)
+        graph[ids[old]] = clone
+    return ids
 
 
 def _title(graph: Mapping[str, Any], node_id: str, class_type: str | None = None) -> str:

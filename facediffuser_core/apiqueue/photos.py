@@ -10,15 +10,11 @@ size, so give the photos through a Face Crop (fixed-size crops) or at one size.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
-from typing import Any
+
+from .graph import _is_link, copy_nodes
 
 PHOTO_BATCH = "ImageBatch"  # stock ComfyUI node: image1 + image2 -> one batch
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
 def add_photos(
@@ -37,25 +33,11 @@ def add_photos(
         if _is_link(value) and str(value[0]) == top and value[1] == slot
     ]
     graph[chain[-1]]["inputs"]["image"] = names[0]
-    next_id = max((int(k) for k in graph if k.isdigit()), default=0) + 1
     current = [top, slot]
     for photo, name in enumerate(names[1:], start=2):
-        ids = {}
-        for old in chain:
-            ids[old] = str(next_id)
-            next_id += 1
-        for old in chain:
-            clone = copy.deepcopy(graph[old])
-            for key, value in clone["inputs"].items():
-                if _is_link(value) and str(value[0]) in ids:
-                    clone["inputs"][key] = [ids[str(value[0])], value[1]]
-            title = (clone.get("_meta") or {}).get("title")
-            if title:
-                clone["_meta"]["title"] = f"{title} (photo {photo})"
-            graph[ids[old]] = clone
+        ids = copy_nodes(graph, chain, lambda title, photo=photo: f"{title} (photo {photo})")
         graph[ids[chain[-1]]]["inputs"]["image"] = name
-        batch_id = str(next_id)
-        next_id += 1
+        batch_id = str(int(ids[chain[-1]]) + 1)  # the id after the copies
         graph[batch_id] = {
             "class_type": PHOTO_BATCH,
             "inputs": {"image1": list(current), "image2": [ids[top], slot]},

@@ -31,7 +31,7 @@ from ..node_names import (
 )
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from .errors import QueueError
-from .graph import CLIP_TEXT_ENCODE, LOAD_IMAGE, TARGETS, _is_link, _node_label
+from .graph import CLIP_TEXT_ENCODE, LOAD_IMAGE, TARGETS, _is_link, _node_label, copy_nodes
 from .photos import PHOTO_BATCH, add_photos
 
 # ------------------------------------------------------------------ overrides by meaning
@@ -153,21 +153,8 @@ def _set_people(graph: dict, names: Sequence[str | Sequence[str]]) -> None:
     if wanted > len(chains):
         base = chains[0]
         source = encoder["inputs"][person_input(1)]
-        next_id = max((int(k) for k in graph if k.isdigit()), default=0) + 1
         for i in range(len(chains) + 1, wanted + 1):
-            ids = {}
-            for old in base.nodes:
-                ids[old] = str(next_id)
-                next_id += 1
-            for old in base.nodes:
-                clone = copy.deepcopy(graph[old])
-                for name, value in clone["inputs"].items():
-                    if _is_link(value) and str(value[0]) in ids:
-                        clone["inputs"][name] = [ids[str(value[0])], value[1]]
-                title = (clone.get("_meta") or {}).get("title")
-                if title:
-                    clone["_meta"]["title"] = re.sub(r"\b1\b", str(i), title)
-                graph[ids[old]] = clone
+            ids = copy_nodes(graph, base.nodes, lambda title, i=i: re.sub(r"\b1\b", str(i), title))
             new_source = [ids[str(source[0])], source[1]]
             for node in graph.values():
                 if node["inputs"].get(person_input(1)) == source:

@@ -44,6 +44,18 @@ class Widths:
 SD15 = Widths()
 
 
+@dataclass(frozen=True)
+class Footprint:
+    """What a run's memory depends on besides the image size: the weights of both models
+    (elements, :func:`weight_elements`), bytes per element, the models' widths and the images
+    made per prompt."""
+
+    weights: int
+    element_size: int
+    widths: Widths = SD15
+    images: int = 1
+
+
 def weight_elements(paths: Iterable[str | os.PathLike]) -> int:
     """Number of weight elements in model files or converted-set folders, from their sizes.
 
@@ -79,24 +91,17 @@ def _safetensors_elements(path: Path) -> int:
     return count
 
 
-def peak_bytes(
-    width: int,
-    height: int,
-    *,
-    weights: int,
-    element_size: int,
-    widths: Widths = SD15,
-    images: int = 1,
-) -> int:
-    """Estimated peak bytes of a run at ``width`` x ``height`` with ``weights`` elements.
+def peak_bytes(width: int, height: int, run: Footprint) -> int:
+    """Estimated peak bytes of ``run`` at ``width`` x ``height``.
 
-    ``images`` per prompt: the UNet runs a batch of two per image (guidance), the VAE
-    decodes all images at once.
+    Per image of the prompt the UNet runs a batch of two (guidance); the VAE decodes all
+    images at once.
     """
+    widths = run.widths
     latent = (width // widths.latent_factor) * (height // widths.latent_factor)
-    unet = 2 * images * latent * widths.unet * UNET_FACTOR
-    vae = images * width * height * widths.vae * VAE_FACTOR
-    return int((weights + max(unet, vae)) * element_size * SAFETY) + OVERHEAD
+    unet = 2 * run.images * latent * widths.unet * UNET_FACTOR
+    vae = run.images * width * height * widths.vae * VAE_FACTOR
+    return int((run.weights + max(unet, vae)) * run.element_size * SAFETY) + OVERHEAD
 
 
 def available_bytes(device: str) -> int | None:
@@ -126,18 +131,9 @@ def available_bytes(device: str) -> int | None:
     return None
 
 
-def largest_fitting(
-    width: int,
-    height: int,
-    budget: int,
-    *,
-    weights: int,
-    element_size: int,
-    widths: Widths,
-    images: int = 1,
-) -> tuple[int, int] | None:
+def largest_fitting(width: int, height: int, budget: int, run: Footprint) -> tuple[int, int] | None:
     """The largest size with the aspect ratio of ``width`` x ``height`` (multiples of 8)."""
-    step = widths.latent_factor
+    step = run.widths.latent_factor
 
     def size(scale: float) -> tuple[int, int]:
         return (
@@ -146,10 +142,7 @@ def largest_fitting(
         )
 
     def fits(wh: tuple[int, int]) -> bool:
-        need = peak_bytes(
-            *wh, weights=weights, element_size=element_size, widths=widths, images=images
-        )
-        return need <= budget
+        return peak_bytes(*wh, run) <= budget
 
     if not fits(size(0.0)):
         return None
@@ -172,32 +165,23 @@ def human(n: float) -> str:
 
 
 def check_fits(
-    width: int,
-    height: int,
-    *,
-    device: str,
-    weights: int,
-    element_size: int,
-    widths: Widths = SD15,
-    images: int = 1,
-    available: int | None = None,
+    width: int, height: int, run: Footprint, *, device: str, available: int | None = None
 ) -> None:
     """InputError naming the largest size that fits when ``width`` x ``height`` cannot."""
     budget = available if available is not None else available_bytes(device)
     if budget is None:
         return
-    sizes = {"weights": weights, "element_size": element_size, "widths": widths, "images": images}
-    need = peak_bytes(width, height, **sizes)
+    need = peak_bytes(width, height, run)
     if need <= budget:
         return
     where = "free GPU memory" if device.startswith("cuda") else "available RAM"
-    best = largest_fitting(width, height, budget, **sizes)
+    best = largest_fitting(width, height, budget, run)
     if best is None:
         fix = "the models alone do not fit: free memory, or use --dtype fp16 on a GPU"
-    elif images > 1:
+    elif run.images > 1:
         fix = (
             f"use --width {best[0]} --height {best[1]} or smaller (the largest that fits "
-            f"{images} images), or fewer --num-images"
+            f"{run.images} images), or fewer --num-images"
         )
     else:
         fix = f"use --width {best[0]} --height {best[1]} or smaller (the largest that fits)"

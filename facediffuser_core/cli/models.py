@@ -153,7 +153,7 @@ def check_memory(
     paths: ModelPaths, width: int, height: int, device: str, dtype: Any, images: int = 1
 ) -> None:
     """Refuse a size whose one sampling step cannot fit in the device's memory."""
-    from .memory import SD15, Widths, check_fits, weight_elements
+    from .memory import SD15, Footprint, Widths, check_fits, weight_elements
 
     if paths.tiny:
         from ..tiny.diffusion import TINY_UNET, TINY_VAE
@@ -163,12 +163,4 @@ def check_memory(
         widths = SD15
     weights = weight_elements([paths.sdm, paths.tdm])
     element = dtype.itemsize if hasattr(dtype, "itemsize") else 4
-    check_fits(
-        width,
-        height,
-        device=device,
-        weights=weights,
-        element_size=element,
-        widths=widths,
-        images=images,
-    )
+    check_fits(width, height, Footprint(weights, element, widths, images), device=device)
