@@ -37,6 +37,18 @@ NODE_IDS = (
     FACE_CROP,
     IDENTITY_SIMILARITY,
 )
+DISPLAY_NAMES = {  # what ComfyUI's menu shows (and the log names, when a node cannot load)
+    LOAD_SDM: "Load Face-diffuser SDM",
+    LOAD_TDM: "Load Face-diffuser TDM",
+    SUBJECT_ENCODE: "Face-diffuser Subject Encode",
+    SNF_SETTINGS: "Face-diffuser SNF Settings",
+    SNF_GUIDER: "Face-diffuser SNF Guider",
+    KSAMPLER: "Face-diffuser KSampler (SNF)",
+    INSPECT: "Face-diffuser Inspect",
+    FACE_ANALYSIS_LOADER: "Face-diffuser Face Analysis Loader",
+    FACE_CROP: "Face-diffuser Face Crop",
+    IDENTITY_SIMILARITY: "Face-diffuser Identity Similarity",
+}
 LOADERS = (LOAD_SDM, LOAD_TDM)
 SAMPLERS = (KSAMPLER, SNF_GUIDER)  # the two forms of the three-stage sampling
 

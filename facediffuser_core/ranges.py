@@ -30,10 +30,3 @@ NUMBERS: dict[str, dict[str, Any]] = {
         "step": 0.01,
     },
 }
-
-
-def widget(name: str, tooltip: str, **extra: Any) -> tuple[str, dict[str, Any]]:
-    """A ComfyUI input spec ``(type, options)`` for one of :data:`NUMBERS`."""
-    spec = dict(NUMBERS[name])
-    kind = spec.pop("type")
-    return kind, {**spec, **extra, "tooltip": tooltip}

@@ -10,32 +10,28 @@ from __future__ import annotations
 import importlib
 import logging
 
+from ..facediffuser_core import node_names as ids
 from .guard import guard as _guard  # every node: unknown inputs refused, no paths in errors
 
 log = logging.getLogger("facediffuser")
 
 NODES: list[type] = []  # guarded V3 node classes, in menu order
 
-# module -> [(class name, display name)] (names for the log when a module fails; each node's
-# id is in its schema, from facediffuser_core.node_names)
+# module -> the node classes it defines, by (class name, node id); the names shown in the log
+# when a module fails are the nodes' display names (facediffuser_core.node_names)
 _NODES = {
-    "loaders": [
-        ("LoadSDM", "Load Face-diffuser SDM"),
-        ("LoadTDM", "Load Face-diffuser TDM"),
-    ],
-    "subject_encode": [
-        ("SubjectEncode", "Face-diffuser Subject Encode"),
-    ],
+    "loaders": [("LoadSDM", ids.LOAD_SDM), ("LoadTDM", ids.LOAD_TDM)],
+    "subject_encode": [("SubjectEncode", ids.SUBJECT_ENCODE)],
     "sampling": [
-        ("SNFSettings", "Face-diffuser SNF Settings"),
-        ("SNFGuiderNode", "Face-diffuser SNF Guider"),
-        ("SNFKSampler", "Face-diffuser KSampler (SNF)"),
-        ("SNFInspect", "Face-diffuser Inspect"),
+        ("SNFSettings", ids.SNF_SETTINGS),
+        ("SNFGuiderNode", ids.SNF_GUIDER),
+        ("SNFKSampler", ids.KSAMPLER),
+        ("SNFInspect", ids.INSPECT),
     ],
     "faces": [
-        ("FaceAnalysisLoader", "Face-diffuser Face Analysis Loader"),
-        ("FaceCrop", "Face-diffuser Face Crop"),
-        ("IdentitySimilarity", "Face-diffuser Identity Similarity"),
+        ("FaceAnalysisLoader", ids.FACE_ANALYSIS_LOADER),
+        ("FaceCrop", ids.FACE_CROP),
+        ("IdentitySimilarity", ids.IDENTITY_SIMILARITY),
     ],
 }
 
@@ -71,12 +67,12 @@ for _module_name, _nodes in _NODES.items():
     except Exception as _exc:  # one broken module must not take the other nodes down
         log.warning(
             "Face-diffuser: nodes %s are disabled (%s: %s): %s",
-            ", ".join(display for _, display in _nodes),
+            ", ".join(ids.DISPLAY_NAMES[node_id] for _, node_id in _nodes),
             type(_exc).__name__,
             _exc,
             _why(_exc),
             exc_info=not isinstance(_exc, ImportError),
         )
         continue
-    for _class_name, _display in _nodes:
-        NODES.append(_guard(getattr(_module, _class_name), _display))
+    for _class_name, _node_id in _nodes:
+        NODES.append(_guard(getattr(_module, _class_name), ids.DISPLAY_NAMES[_node_id]))

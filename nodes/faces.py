@@ -98,7 +98,6 @@ class FaceAnalysisLoader(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=FACE_ANALYSIS_LOADER,
-            display_name="Face-diffuser Face Analysis Loader",
             description="Loads an insightface model pack from models/insightface/models/<pack> "
             "(buffalo_l or antelopev2). Needs insightface and onnxruntime; 'facediffuser doctor' "
             "checks the setup.",
@@ -145,7 +144,6 @@ class FaceCrop(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=FACE_CROP,
-            display_name="Face-diffuser Face Crop",
             description="Detects a face per image, expands the box by a margin and crops a square.",
             search_aliases=["face crop", "reference photo", "face"],
             inputs=[
@@ -224,7 +222,6 @@ class IdentitySimilarity(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=IDENTITY_SIMILARITY,
-            display_name="Face-diffuser Identity Similarity",
             description="Identity fidelity as in the literature: faces are matched one-to-one "
             "to the reference people (greedy by similarity); a person without a matching face "
             "scores 0. A batch on a person input is several photos of that person: the "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..facediffuser_core.node_names import DISPLAY_NAMES
 from ..facediffuser_core.ranges import NUMBERS as SHARED_NUMBERS
 from . import v3
 from .types import CATEGORY
@@ -28,8 +29,10 @@ NODE_NUMBERS: dict[str, dict[str, Any]] = {
 
 
 def schema(**fields: Any) -> io.Schema:
-    """The node's V3 schema, in the pack's category unless ``category`` says otherwise."""
-    return v3.schema(**{"category": CATEGORY, **fields})
+    """The node's V3 schema, in the pack's category unless ``category`` says otherwise,
+    shown under its name from :data:`facediffuser_core.node_names.DISPLAY_NAMES`."""
+    defaults = {"category": CATEGORY, "display_name": DISPLAY_NAMES[fields["node_id"]]}
+    return v3.schema(**{**defaults, **fields})
 
 
 def output(kind: Any, name: str, tooltip: str | None = None) -> Any:

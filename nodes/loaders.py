@@ -31,7 +31,6 @@ class _ModelLoader(io.ComfyNode):
         folder = cls.kind.upper()
         return schema(
             node_id=cls.node_id,
-            display_name=f"Load Face-diffuser {folder}",
             description=cls.description,
             search_aliases=cls.aliases,
             inputs=[

@@ -67,7 +67,6 @@ class SNFSettings(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=SNF_SETTINGS,
-            display_name="Face-diffuser SNF Settings",
             description="Saliency-adaptive Noise Fusion settings for the Face-diffuser "
             "sampler/guider.",
             search_aliases=["noise fusion", "saliency", "SNF"],
@@ -110,7 +109,6 @@ class SNFGuiderNode(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=SNF_GUIDER,
-            display_name="Face-diffuser SNF Guider",
             description="Face-diffuser's three stages as a guider: TDM alone, SNF fusion, SDM "
             "alone. Use it with SamplerCustomAdvanced; 'Face-diffuser Inspect' shows how the "
             "models shared the image.",
@@ -131,7 +129,6 @@ class SNFKSampler(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=KSAMPLER,
-            display_name="Face-diffuser KSampler (SNF)",
             description="Face-diffuser sampling: TDM alone, then Saliency-adaptive Noise "
             "Fusion, then SDM alone. Paper settings: ddim / ddim_uniform, 50 steps, cfg 5, "
             "boundaries 0.32 / 0.62.",
@@ -208,7 +205,6 @@ class SNFInspect(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=INSPECT,
-            display_name="Face-diffuser Inspect",
             description="Connect the Face-diffuser guider and the latent SamplerCustomAdvanced "
             "produced with it (the latent makes this node run after sampling).",
             search_aliases=["saliency", "fusion mask", "SNF"],

@@ -43,7 +43,6 @@ class SubjectEncode(io.ComfyNode):
     def define_schema(cls):
         return schema(
             node_id=SUBJECT_ENCODE,
-            display_name="Face-diffuser Subject Encode",
             description="Write <|image|> right after the word for each person ('a man <|image|> "
             "and a woman <|image|> at the beach'); person_1 binds the first marker, person_2 the "
             "second. An image batch on a person input is several photos of that person: the "
