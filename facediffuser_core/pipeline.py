@@ -25,8 +25,8 @@ from .errors import InputError, ModelError
 from .images import decode_latents, to_pil
 from .subject.encode import encode_subject
 from .subject.photos import Person
-from .subject.prompt import ParsedPrompt, chunk_tokens, parse_prompt, require_subjects
-from .subject.text import encode_chunks, encoder_for, special_ids
+from .subject.prompt import ParsedPrompt, parse_prompt, require_subjects
+from .subject.text import chunk_tokens, encode_chunks, encoder_for, special_ids
 
 
 @dataclass(frozen=True)

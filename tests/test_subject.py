@@ -20,11 +20,7 @@ from facediffuser_core.subject.prompt import (
     MARKER,
     MAX_SUBJECTS,
     ParsedPrompt,
-    SubjectTokens,
-    TokenChunks,
-    chunk_tokens,
     parse_prompt,
-    tokenize_prompt,
 )
 from facediffuser_core.subject.reference import (
     CLIP_MEAN,
@@ -33,9 +29,13 @@ from facediffuser_core.subject.reference import (
     preprocess_references,
 )
 from facediffuser_core.subject.text import (
+    SubjectTokens,
+    TokenChunks,
+    chunk_tokens,
     encoder_for,
     load_tokenizer,
     special_ids,
+    tokenize_prompt,
 )
 from facediffuser_core.tiny.tokenizer import write_tiny_tokenizer
 

@@ -12,12 +12,13 @@ import torch
 
 from facediffuser_core.errors import CheckpointError, InputError, ModelError
 from facediffuser_core.subject.postfuse import PostfuseModule, subject_conditioning
-from facediffuser_core.subject.prompt import chunk_tokens, tokenize_prompt
 from facediffuser_core.subject.text import (
+    chunk_tokens,
     encode_chunks,
     encoder_for,
     load_tokenizer,
     special_ids,
+    tokenize_prompt,
 )
 from facediffuser_core.tiny.tokenizer import _bytes_to_unicode, write_tiny_tokenizer
 

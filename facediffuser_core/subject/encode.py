@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from .photos import Person, mean_per_person, preprocess_people
-from .prompt import ParsedPrompt, TokenChunks, chunk_tokens, tokenize_prompt
+from .prompt import ParsedPrompt
+from .text import TokenChunks, chunk_tokens, tokenize_prompt
 
 
 class ImageSide(Protocol):

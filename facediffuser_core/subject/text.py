@@ -1,24 +1,26 @@
-"""CLIP tokenizer and text-encoder helpers for the engine.
+"""From a parsed prompt to CLIP hidden states: tokens, 77-token chunks, the text encoder.
 
-The engine tokenizes marked prompts itself (see ``subject.tokenize_prompt``) and encodes them
-in 77-token chunks with a transformers ``CLIPTextModel``. This module loads the SD1.5 CLIP BPE
-tokenizer from a folder (guarding against a silent transformers 5 failure mode), adapts it to
-the callables ``subject`` expects, runs the chunked text encoder, and writes a tiny but valid
-CLIP BPE tokenizer for tests and demos that must not download anything.
+The engine tokenizes marked prompts itself (:func:`tokenize_prompt`: each marker's word
+keeps a known token position) and encodes them in 77-token chunks (:func:`chunk_tokens`,
+ComfyUI's layout for long prompts) with a transformers ``CLIPTextModel``
+(:func:`encode_chunks`). It also loads the SD1.5 CLIP BPE tokenizer from a folder (guarding
+against a silent transformers 5 failure mode) and adapts it to plain callables, so a host
+can pass its own tokenizer (:func:`encoder_for`, :func:`special_ids`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..errors import CheckpointError, InputError, ModelError
-from .prompt import TokenChunks
+from ..errors import CheckpointError, InputError, ModelError, PromptError
+from .prompt import EXAMPLE, MARKER, ParsedPrompt, parse_prompt, shorten
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -32,6 +34,92 @@ _WHERE = (
     "Hugging Face hub into it"
 )
 _CHECK_TEXT = "a photo of a person"
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class SubjectTokens:
+    """Content token ids of a marked prompt and the bound token of each subject."""
+
+    ids: tuple[int, ...]  # no BOS/EOS, markers removed
+    positions: tuple[int, ...]  # per subject, in marker order: index into ``ids``
+
+
+def tokenize_prompt(
+    prompt: str | ParsedPrompt, encode: Callable[[str], Sequence[int]]
+) -> SubjectTokens:
+    """Tokenize a marked prompt the way the reference's special-token tokenizer does.
+
+    ``encode(text)`` must return ids without BOS/EOS. Each piece of text between markers is
+    tokenized on its own and the pieces are concatenated; the token bound to marker ``i`` is the
+    last token of the piece before it. A prompt already parsed is not parsed again.
+    """
+    parsed = prompt if isinstance(prompt, ParsedPrompt) else parse_prompt(prompt)
+    ids: list[int] = []
+    positions: list[int] = []
+    for i, seg in enumerate(parsed.segments):
+        seg_ids = [int(t) for t in encode(seg)] if seg.strip() else []
+        ids.extend(seg_ids)
+        if i < parsed.num_subjects:
+            if not seg_ids:
+                raise PromptError(
+                    f"the text before marker {i + 1} ({shorten(seg)!r}) gives no tokens, so "
+                    f"there is no word to bind the reference image to: put {MARKER} right "
+                    f"after the word naming the person, {EXAMPLE}"
+                )
+            positions.append(len(ids) - 1)
+    return SubjectTokens(ids=tuple(ids), positions=tuple(positions))
+
+
+@dataclass(frozen=True)
+class TokenChunks:
+    """Token ids split in fixed-length CLIP chunks, with the flat bound positions."""
+
+    chunks: tuple[tuple[int, ...], ...]  # each max_length long: BOS + content + EOS + pad
+    positions: tuple[int, ...]  # flat indices into the concatenation of the chunks
+
+
+def chunk_tokens(
+    tokens: SubjectTokens | Sequence[int],
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    max_length: int = MAX_LENGTH,
+) -> TokenChunks:
+    """Split content ids in ``max_length - 2``-token chunks, each wrapped in BOS/EOS and padded.
+
+    Position ``p`` lands in chunk ``p // (max_length - 2)`` at flat index
+    ``chunk * max_length + 1 + p % (max_length - 2)``. Empty content gives one chunk.
+    """
+    if isinstance(tokens, SubjectTokens):
+        ids, positions = tokens.ids, tokens.positions
+    else:
+        ids, positions = tuple(int(t) for t in tokens), ()
+    if max_length < 3:
+        raise InputError(
+            f"max_length={max_length} leaves no room for content between BOS and EOS: "
+            "use the text encoder's length (77 for CLIP)"
+        )
+    per_chunk = max_length - 2
+    pieces = [ids[i : i + per_chunk] for i in range(0, len(ids), per_chunk)] or [()]
+    chunks = tuple(
+        (bos_id, *piece, eos_id) + (pad_id,) * (per_chunk - len(piece)) for piece in pieces
+    )
+    flat = []
+    for p in positions:
+        if not 0 <= p < len(ids):
+            raise InputError(
+                f"bound position {p} is outside the {len(ids)} content tokens: build the "
+                "positions with tokenize_prompt from the same prompt"
+            )
+        flat.append((p // per_chunk) * max_length + 1 + p % per_chunk)
+    return TokenChunks(chunks=chunks, positions=tuple(flat))
+
+
+# --------------------------------------------------------------------------- tokenizer
 
 
 def load_tokenizer(path: str | os.PathLike) -> CLIPTokenizer:

@@ -33,8 +33,12 @@ def main() -> None:
     spec.loader.exec_module(pack)
     from facediffuser_pack.facediffuser_core.images import load_image
     from facediffuser_pack.facediffuser_core.subject.photos import preprocess_people
-    from facediffuser_pack.facediffuser_core.subject.prompt import chunk_tokens, tokenize_prompt
-    from facediffuser_pack.facediffuser_core.subject.text import encoder_for, special_ids
+    from facediffuser_pack.facediffuser_core.subject.text import (
+        chunk_tokens,
+        encoder_for,
+        special_ids,
+        tokenize_prompt,
+    )
     from facediffuser_pack.facediffuser_core.weights.checkpoints import load_parts
     from facediffuser_pack.facediffuser_core.weights.models import build_subject_encoder
     from facediffuser_pack.nodes.comfy_models import load_checkpoint
