@@ -79,6 +79,45 @@ def test_generate_parses_and_tokenizes_the_prompt_once(home, capsys, monkeypatch
     assert tokenizes == ["ParsedPrompt"]  # handed the parsed prompt, not the text
 
 
+def test_the_parsed_prompt_goes_down_to_the_text_encoder_without_coming_back(home, capsys):
+    """Once parsed, the prompt passes subject.prompt (its checks) -> pipeline (the Request)
+    -> subject.encode -> subject.text, each entered once (docs/architecture.md)."""
+    import sys
+
+    from facediffuser_core.pipeline import Request
+    from facediffuser_core.subject.prompt import ParsedPrompt
+    from facediffuser_core.subject.text import SubjectTokens
+
+    visits = []
+
+    def profile(frame, event, arg):
+        module = frame.f_globals.get("__name__", "")
+        if event != "call" or not module.startswith("facediffuser_core"):
+            return
+        if frame.f_code.co_name == "__init__":
+            return  # a value being built, not a step of the path
+        if any(
+            isinstance(v, (ParsedPrompt, Request, SubjectTokens)) for v in frame.f_locals.values()
+        ):
+            if not visits or visits[-1] != module:
+                visits.append(module)
+
+    sys.setprofile(profile)
+    try:
+        code, _, err = run_cli(
+            ["generate", "--out", home / "path", "--no-progress", "--steps", "3"], capsys
+        )
+    finally:
+        sys.setprofile(None)
+    assert code == 0, err
+    assert visits == [
+        "facediffuser_core.subject.prompt",
+        "facediffuser_core.pipeline",
+        "facediffuser_core.subject.encode",
+        "facediffuser_core.subject.text",
+    ]  # four modules, none entered twice
+
+
 def test_steps_scale_the_paper_boundaries(home, capsys):
     out = home / "out"
     code, _, _ = run_cli(
