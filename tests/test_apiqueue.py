@@ -1066,11 +1066,16 @@ def test_cli_user_errors_exit_2(tmp_path, fake, capsys):
     assert "is not a ComfyUI address" in capsys.readouterr().err
     assert main(["queue", str(tmp_path / "none.json"), "-s", fake.url]) == 2
     assert "does not exist" in capsys.readouterr().err
-    too_high = ["queue", "-s", fake.url, "-p", "a man <|image|> at sea", "--cfg", "31"]
-    assert main([*too_high, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
-    assert f"cfg 31 is out of range: FaceDiffuserKSampler.cfg on server {fake.url}" in (
-        capsys.readouterr().err
-    )
+    # an option out of the pack's range is refused at once, before any server is asked,
+    # alone or as the default of a batch's rows
+    batch = tmp_path / "rows.csv"
+    batch.write_text('prompt,seed\n"a man <|image|> at sea",1\n', encoding="utf-8")
+    for given in (["-p", "a man <|image|> at sea"], ["-b", str(batch)]):
+        too_high = ["queue", "-s", fake.url, *given, "--cfg", "31"]
+        assert main([*too_high, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "--cfg 31 is out of range: FaceDiffuserKSampler.cfg takes 0 to 30" in err
+        assert not (tmp_path / "o").exists() and not fake.received
 
 
 def test_ctrl_c_stops_cleanly_and_cancels_with_interrupt(tmp_path, fake, refs):
