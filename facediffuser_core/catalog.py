@@ -30,7 +30,7 @@ SUBJECT_PARTS = ("image_encoder", "postfuse")
 MODEL_PARTS = ("unet", "vae", "text_encoder")
 
 # --------------------------------------------------------------------------- face packs
-FACE_FOLDER = "insightface"  # ComfyUI's models/insightface/<pack>/
+FACE_FOLDER = "insightface"  # ComfyUI's models/insightface/models/<pack>/
 INSIGHTFACE_TAG = "v0.7"  # the insightface GitHub release that publishes the packs
 INSIGHTFACE_RELEASE = (
     f"https://github.com/deepinsight/insightface/releases/download/{INSIGHTFACE_TAG}"

@@ -94,8 +94,9 @@ class GenerateResult:
 
 @dataclass(frozen=True)
 class Request:
-    """A generation request validated once (:func:`check_request`): what
-    :meth:`FaceDiffuserPipeline.generate` consumes, with the prompt already parsed."""
+    """A generation request validated once: what :meth:`FaceDiffuserPipeline.generate`
+    consumes, with the prompt already parsed. Made by :func:`check_request` (building one
+    by hand skips the checks)."""
 
     settings: GenerateSettings
     people: tuple[Person, ...]  # one entry per marker, in marker order
@@ -175,6 +176,11 @@ class FaceDiffuserPipeline:
         """``settings`` and ``references`` validated for these models (:func:`check_request`);
         a :class:`Request` already validated for them is passed through, not parsed again."""
         if isinstance(settings, Request):
+            if references:
+                raise InputError(
+                    "a Request already holds its people: call generate(request) or "
+                    "generate(settings, people), not both"
+                )
             if settings.vae_scale_factor != self.vae_scale_factor:
                 _check_size(settings.settings, self.vae_scale_factor)
             return settings

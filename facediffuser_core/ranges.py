@@ -19,7 +19,7 @@ PAPER_SCENE_END, PAPER_FUSION_END = PAPER_BOUNDARIES.fractions  # 15 / 30 of 50:
 
 NUMBERS: dict[str, dict[str, Any]] = {
     SEED: {"type": "INT", "default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF},
-    STEPS: {"type": "INT", "default": 50, "min": 1, "max": 10000},
+    STEPS: {"type": "INT", "default": PAPER_BOUNDARIES.steps, "min": 1, "max": 10000},
     CFG: {"type": "FLOAT", "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01},
     SCENE_END: {"type": "FLOAT", "default": PAPER_SCENE_END, "min": 0.0, "max": 1.0, "step": 0.01},
     FUSION_END: {

@@ -1,6 +1,5 @@
 """Public import path of the stage schedule: the code lives in :mod:`.engine.stages`."""
 
-from .engine.stages import *  # noqa: F403  (every public name of the old module stays here)
 from .engine.stages import PAPER_BOUNDARIES, Stage, StageBoundaries, stage_for_step
 
 __all__ = ["PAPER_BOUNDARIES", "Stage", "StageBoundaries", "stage_for_step"]

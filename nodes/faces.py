@@ -11,7 +11,12 @@ import os
 
 import folder_paths
 
-from ..facediffuser_core.catalog import FACE_FOLDER, FACE_PACKS, face_pack_source
+from ..facediffuser_core.catalog import (
+    FACE_FOLDER,
+    FACE_PACKS,
+    SUGGESTED_FACE_PACK,
+    face_pack_source,
+)
 from ..facediffuser_core.errors import FaceDiffuserError, InputError
 from ..facediffuser_core.faces import (
     Face,
@@ -37,7 +42,7 @@ from .types import Faces
 from .v3 import advanced, io
 
 FOLDER = FACE_FOLDER  # models/insightface, also a folder_paths key
-_BUFFALO = FACE_PACKS["buffalo_l"]  # the tooltip's example (the locales repeat it)
+_BUFFALO = FACE_PACKS[SUGGESTED_FACE_PACK]  # the tooltip's example (the locales repeat it)
 
 
 def roots() -> list[str]:

@@ -44,10 +44,6 @@ def resolve(name: str) -> Path:
     return resolve_entry(roots(), name, where=folders_shown(FOLDER))
 
 
-def default_folder() -> str:
-    return os.path.join(folder_paths.models_dir, FOLDER)
-
-
 def shown(path: str | os.PathLike) -> str:
     """A server path as the UI may show it: relative to ComfyUI (``models/...``), never absolute."""
     path = Path(os.path.abspath(path))

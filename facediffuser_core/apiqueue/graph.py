@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..catalog import HF_REPO
+from ..catalog import FACE_FOLDER, HF_REPO, MODEL_FOLDER, PUBLISHED_MODELS
 from ..node_names import (
     CFG,
     FACE_ANALYSIS_LOADER,
@@ -152,15 +152,6 @@ def is_widget(spec: Sequence[Any]) -> bool:
 
 def _spec_options(spec: Sequence[Any]) -> dict:
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-
-def _combo_values(spec: Sequence[Any]) -> list | None:
-    if spec and isinstance(spec[0], list):
-        return spec[0]
-    if spec and spec[0] == "COMBO":
-        options = _spec_options(spec).get("options")
-        return options if isinstance(options, list) else None
-    return None
 
 
 def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
@@ -321,11 +312,12 @@ def is_server_problem(body: Mapping[str, Any]) -> bool:
 def _missing_hint(class_type: str, name: str) -> str:
     if class_type in LOADERS:
         return (
-            "put the model under ComfyUI/models/facediffuser/ there (Hugging Face "
-            f"{HF_REPO}, folders SDM/ and TDM/) and restart ComfyUI"
+            f"put the model under ComfyUI/models/{MODEL_FOLDER}/ there (Hugging Face "
+            f"{HF_REPO}, folders {' and '.join(f'{m}/' for m in PUBLISHED_MODELS)}) and restart "
+            "ComfyUI"
         )
     if class_type == FACE_ANALYSIS_LOADER:
-        return "unzip the insightface pack into ComfyUI/models/insightface/models/ there"
+        return f"unzip the insightface pack into ComfyUI/models/{FACE_FOLDER}/models/ there"
     if "name" in name or "ckpt" in name or "model" in name:
         return "copy the model file into the matching ComfyUI/models/ folder there"
     return "pick one of the offered values"

@@ -30,6 +30,7 @@ from ..node_names import (
     person_input,
 )
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
+from ..subject.prompt import parse_prompt, require_subjects
 from .errors import QueueError
 from .graph import CLIP_TEXT_ENCODE, LOAD_IMAGE, TARGETS, _is_link, _node_label, copy_nodes
 from .photos import PHOTO_BATCH, add_photos
@@ -282,8 +283,6 @@ def graph_settings(graph: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_graph(graph: Mapping[str, Any]) -> None:
     """Refuse what would only fail on the server: marker count, stage boundaries."""
-    from ..subject.prompt import parse_prompt, require_subjects  # torch: imported only when needed
-
     people = len(person_chains(graph))
     for node_id in _nodes_of(graph, SUBJECT_ENCODE):
         prompt = graph[node_id]["inputs"].get(PROMPT)

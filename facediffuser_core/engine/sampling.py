@@ -20,7 +20,7 @@ from ..errors import InputError, ModelError
 from .overlap import ConcurrentPair
 from .sigmas import step_indices
 from .snf import PAPER_FUSION, FusionSettings, check_region, fuse_with_saliency
-from .stages import Stage, StageBoundaries
+from .stages import PAPER_BOUNDARIES, Stage, StageBoundaries
 
 
 class EpsModel(Protocol):
@@ -145,10 +145,10 @@ def sample(
     noise: torch.Tensor,
     cond: Conditioning,
     *,
-    steps: int = 50,
+    steps: int = PAPER_BOUNDARIES.steps,
     guidance_scale: float = 5.0,
-    start_merge_step: int = 15,
-    final_step: int = 30,
+    start_merge_step: int = PAPER_BOUNDARIES.start_merge_step,
+    final_step: int = PAPER_BOUNDARIES.final_step,
     fusion: FusionSettings = PAPER_FUSION,
     generator: torch.Generator | None = None,
     callback: StepCallback | None = None,

@@ -57,11 +57,11 @@ def encode_subject(
     a pooled output) and fuse each person's mean image embedding into the token of the word
     before their marker. Every photo of every person goes through the image tower in one
     batch; a person with several photos is the mean of their embeddings."""
+    per_person = preprocess_people(people, object_resolution=object_resolution)  # bad photos first
     bos, eos, pad = special
     chunks = chunk_tokens(tokenize_prompt(prompt, tokenize), bos_id=bos, eos_id=eos, pad_id=pad)
     encoded = encode_text(chunks)
     text, pooled = encoded if isinstance(encoded, tuple) else (encoded, None)
-    per_person = preprocess_people(people, object_resolution=object_resolution)
     subject = subject_encoder.condition(
         text, chunks.positions, embed_people(subject_encoder, per_person)
     )
