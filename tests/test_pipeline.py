@@ -178,3 +178,34 @@ def test_encode_subject_takes_any_text_encoder(tiny_pipeline, tiny_references):
     unmarked = [i for i in range(plain.text.shape[1]) if i not in marked]
     assert torch.equal(doubled.subject[:, unmarked], 2 * plain.subject[:, unmarked])
     assert not torch.equal(doubled.subject[:, marked], 2 * plain.subject[:, marked])
+
+
+def test_a_request_is_validated_once_and_used_as_is(tiny_pipeline, tiny_references):
+    from facediffuser_core.pipeline import Request, check_request
+
+    request = check_request(settings(num_images=1), tiny_references)
+    assert isinstance(request, Request) and request.prompt.num_subjects == 2
+    assert request.boundaries.fractions == (3 / 8, 6 / 8)  # start 2, final 5 of 8 steps
+    a = tiny_pipeline.generate(request, progress=False)
+    b = tiny_pipeline.generate(settings(num_images=1), tiny_references, progress=False)
+    assert torch.equal(a.latents, b.latents)
+    with pytest.raises(InputError, match="already holds its people"):
+        tiny_pipeline.generate(request, tiny_references, progress=False)
+
+
+def test_bad_photos_are_refused_before_the_text_encoder_runs(tiny_pipeline, tiny_references):
+    from facediffuser_core.subject.encode import encode_subject
+    from facediffuser_core.subject.text import encoder_for, special_ids
+
+    encoded = []
+    broken = torch.full_like(tiny_references[1], float("nan"))
+    with pytest.raises(InputError):
+        encode_subject(
+            PROMPT,
+            [tiny_references[0], broken],
+            tokenize=encoder_for(tiny_pipeline.tokenizer),
+            special=special_ids(tiny_pipeline.tokenizer),
+            encode_text=encoded.append,
+            subject_encoder=tiny_pipeline.sdm.subject_encoder,
+        )
+    assert encoded == []
