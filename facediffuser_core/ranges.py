@@ -1,8 +1,9 @@
-"""The numeric inputs every front end shares: default, minimum, maximum of seed, steps, cfg
-and the stage boundaries (as fractions of the steps).
+"""The numeric inputs every front end shares: default, minimum, maximum of seed, steps, cfg,
+the stage boundaries (as fractions of the steps) and the fusion and photo settings.
 
 One table, torch-free, keyed by the nodes' input names (:mod:`.node_names`): the ComfyUI
-nodes build their widgets from it, and the queue client checks a batch against it when no
+nodes build their widgets from it, ``facediffuser generate`` and ``evaluate`` check their
+options against it, and the queue client checks a batch against it when no
 server tells its own ranges (``apiqueue/limits.py``; a server's ``/object_info`` wins, so
 a server running another version of the pack is honoured). tests/test_nodes_offline.py
 ties the two.
@@ -13,7 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from .engine.stages import PAPER_BOUNDARIES
-from .node_names import CFG, FUSION_END, SCENE_END, SEED, STEPS
+from .node_names import (
+    CFG,
+    FUSION_END,
+    KERNEL_SIZE,
+    OBJECT_RESOLUTION,
+    SCENE_END,
+    SEED,
+    STEPS,
+    TEMPERATURE,
+)
 
 PAPER_SCENE_END, PAPER_FUSION_END = PAPER_BOUNDARIES.fractions  # 15 / 30 of 50: 0.32, 0.62
 
@@ -29,4 +39,7 @@ NUMBERS: dict[str, dict[str, Any]] = {
         "max": 1.0,
         "step": 0.01,
     },
+    OBJECT_RESOLUTION: {"type": "INT", "default": 512, "min": 224, "max": 2048, "step": 8},
+    TEMPERATURE: {"type": "FLOAT", "default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01},
+    KERNEL_SIZE: {"type": "INT", "default": 4, "min": 1, "max": 15},
 }

@@ -21,10 +21,7 @@ NODE_NUMBERS: dict[str, dict[str, Any]] = {
     "index": {"type": "INT", "default": 0, "min": 0, "max": 63},
     "margin": {"type": "FLOAT", "default": 0.5, "min": 0.0, "max": 3.0, "step": 0.05},
     "size": {"type": "INT", "default": 512, "min": 64, "max": 2048, "step": 8},
-    "object_resolution": {"type": "INT", "default": 512, "min": 224, "max": 2048, "step": 8},
     "denoise": {"type": "FLOAT", "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01},
-    "temperature": {"type": "FLOAT", "default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01},
-    "kernel_size": {"type": "INT", "default": 4, "min": 1, "max": 15},
 }
 
 

@@ -173,7 +173,15 @@ def test_missing_tokenizer_folder_with_real_models(home, tiny_set, capsys):
         ("--num-images", "0", "--num-images 0 is too small: it must be at least 1; ask for at "
          "least one image"),
         ("--seed", "-5", "--seed -5 is too small: it must be at least 0; seeds are 0 or more"),
-        ("--temperature", "0", "--temperature 0 must be greater than 0; 1 is the default"),
+        ("--temperature", "0", "--temperature 0 is too small: it must be at least 0.01; 1 is "
+         "the default"),
+        # the same ranges as the nodes' widgets (facediffuser_core/ranges.py)
+        ("--cfg", "31", "--cfg 31 is too large: it must be at most 30; the guidance scale is 0 "
+         "or more (5 as in the paper)"),
+        ("--object-resolution", "100", "--object-resolution 100 is too small: it must be at "
+         "least 224; 512 as in the paper"),
+        ("--kernel-size", "16", "--kernel-size 16 is too large: it must be at most 15; 4 as in "
+         "the paper"),
         ("--kernel-size", "0", "--kernel-size 0 is too small: it must be at least 1; 4 as in "
          "the paper"),
     ],

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import save_json
+from ..node_names import CFG, STEPS
 from .models import check_memory, device_and_dtype, model_paths, open_pipeline
 from .options import add_device_options
-from .usage import check_at_least, check_default_fusion, check_out_folder
+from .usage import check_at_least, check_default_fusion, check_in_range, check_out_folder
 
 HELP = "identity and prompt-consistency scores of SNF vs TDM-only vs SDM-only"
 DESCRIPTION = (
@@ -35,10 +36,10 @@ def check_evaluate_options(args: argparse.Namespace) -> None:
             f"--methods {args.methods!r}: {', '.join(unknown) or 'no method'} is not a method; "
             f"give a comma list of {', '.join(METHODS)}"
         )
-    check_at_least("--steps", args.steps, 1, "50 as in the paper")
+    check_in_range("--steps", args.steps, STEPS, "50 as in the paper")
     if "snf" in methods:
         check_default_fusion(args.steps)
-    check_at_least("--cfg", args.cfg, 0, "the guidance scale is 0 or more (5 as in the paper)")
+    check_in_range("--cfg", args.cfg, CFG, "the guidance scale is 0 or more (5 as in the paper)")
     check_at_least("--k", args.k, 1, "give at least one image per person, prompt and method")
     check_at_least("--limit-prompts", args.limit_prompts, 1, "give at least one prompt")
     if args.size is not None and (args.size < 16 or args.size % 8):

@@ -15,6 +15,7 @@ from typing import Any
 from .. import __version__
 from ..errors import InputError
 from ..files import save_json
+from ..node_names import CFG, KERNEL_SIZE, OBJECT_RESOLUTION, SEED, STEPS, TEMPERATURE
 from ..subject.prompt import MARKER
 from .models import check_memory
 from .models import device_and_dtype as _device_and_dtype
@@ -23,8 +24,8 @@ from .models import open_pipeline as _open_pipeline
 from .options import add_device_options, add_reference_option
 from .usage import (
     check_at_least,
+    check_in_range,
     check_out_folder,
-    check_positive,
     resolve_device,
 )
 
@@ -46,13 +47,15 @@ def check_generate_options(args: argparse.Namespace) -> None:
                 "the prompt was given twice (as an argument and with -p/--prompt): give it once"
             )
         args.prompt = args.prompt_option
-    check_at_least("--steps", args.steps, 1, "50 as in the paper")
-    check_at_least("--cfg", args.cfg, 0, "the guidance scale is 0 or more (5 as in the paper)")
+    check_in_range("--steps", args.steps, STEPS, "50 as in the paper")
+    check_in_range("--cfg", args.cfg, CFG, "the guidance scale is 0 or more (5 as in the paper)")
     check_at_least("--num-images", args.num_images, 1, "ask for at least one image")
-    check_at_least("--seed", args.seed, 0, "seeds are 0 or more")
-    check_at_least("--kernel-size", args.kernel_size, 1, "4 as in the paper")
-    check_positive("--temperature", args.temperature, "1 is the default")
-    check_at_least("--object-resolution", args.object_resolution, 16, "512 as in the paper")
+    check_in_range("--seed", args.seed, SEED, "seeds are 0 or more")
+    check_in_range("--kernel-size", args.kernel_size, KERNEL_SIZE, "4 as in the paper")
+    check_in_range("--temperature", args.temperature, TEMPERATURE, "1 is the default")
+    check_in_range(
+        "--object-resolution", args.object_resolution, OBJECT_RESOLUTION, "512 as in the paper"
+    )
     for name in ("width", "height"):
         check_at_least(f"--{name}", getattr(args, name), 16, "use a multiple of 8, e.g. 512")
     check_at_least("--start-merge-step", args.start_merge_step, -1, "-1 skips the scene stage")

@@ -116,9 +116,16 @@ def check_at_least(option: str, value: float | None, low: float, fix: str) -> No
         raise InputError(f"{option} {value:g} is too small: it must be at least {low:g}; {fix}")
 
 
-def check_positive(option: str, value: float | None, fix: str) -> None:
-    if value is not None and value <= 0:
-        raise InputError(f"{option} {value:g} must be greater than 0; {fix}")
+def check_in_range(option: str, value: float | None, name: str, fix: str) -> None:
+    """InputError unless ``value`` is within the range the nodes give input ``name``
+    (:data:`facediffuser_core.ranges.NUMBERS`, one table for every front end)."""
+    from ..ranges import NUMBERS
+
+    spec = NUMBERS[name]
+    check_at_least(option, value, spec["min"], fix)
+    if value is not None and value > spec["max"]:
+        high = "2^64-1" if spec["max"] == 0xFFFFFFFFFFFFFFFF else f"{spec['max']:g}"
+        raise InputError(f"{option} {value:g} is too large: it must be at most {high}; {fix}")
 
 
 def check_tokenizer_folder(tokenizer: str | os.PathLike) -> Path:
