@@ -28,7 +28,7 @@ from ..facediffuser_core.engine.snf import (
     denoised_response,
 )
 from ..facediffuser_core.engine.snf import fuse_with_saliency as fuse
-from ..facediffuser_core.engine.stages import Stage, StageBoundaries, check_fractions
+from ..facediffuser_core.engine.stages import Stage, StageBoundaries
 from ..facediffuser_core.errors import InputError, ModelError
 from .provenance import check_wiring
 
@@ -160,7 +160,7 @@ class SNFGuider(comfy.samplers.CFGGuider):
         model.set_additional_models("facediffuser_sdm", [sdm])
         super().__init__(model)
         self.sdm = sdm
-        self.fractions = check_fractions(*fractions)  # refused before any model loads
+        self.fractions = StageBoundaries.check_fractions(*fractions)  # before any model loads
         self.fusion = fusion
         self.region = region  # image-space MASK; put on the latent grid once per run
         self.set_cfg(cfg)

@@ -10,7 +10,6 @@ from facediffuser_core.engine.stages import (
     PAPER_BOUNDARIES,
     Stage,
     StageBoundaries,
-    check_fractions,
     stage_for_step,
 )
 from facediffuser_core.errors import InputError
@@ -78,8 +77,8 @@ def test_bad_boundaries_are_refused():
         StageBoundaries.from_fractions(0.7, 0.3, 50)
     for bad in ((-0.1, 0.5), (0.2, 1.5)):
         with pytest.raises(InputError, match="0 <= scene_end <= fusion_end <= 1"):
-            check_fractions(*bad)
-    assert check_fractions(0.32, 0.62) == (0.32, 0.62)
+            StageBoundaries.check_fractions(*bad)
+    assert StageBoundaries.check_fractions(0.32, 0.62) == (0.32, 0.62)
 
 
 def test_sigma_lookup_on_schedule_and_between():

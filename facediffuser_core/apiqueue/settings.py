@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.stages import check_fractions
+from ..engine.stages import StageBoundaries
 from ..errors import FaceDiffuserError
 from ..node_names import (
     CROP_IMAGES,
@@ -297,7 +297,7 @@ def check_graph(graph: Mapping[str, Any]) -> None:
             scene, fusion = inputs.get(SCENE_END), inputs.get(FUSION_END)
             if isinstance(scene, (int, float)) and isinstance(fusion, (int, float)):
                 try:
-                    check_fractions(scene, fusion)
+                    StageBoundaries.check_fractions(scene, fusion)
                 except FaceDiffuserError as exc:
                     raise QueueError(f"{_node_label(graph, node_id)}: {exc}") from None
 

@@ -66,11 +66,23 @@ class StageBoundaries:
                 "final_step"
             )
 
+    @staticmethod
+    def check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
+        """Refuse stage fractions that cannot describe a schedule; returns them."""
+        if not 0.0 <= scene_end <= fusion_end <= 1.0:
+            paper_scene, paper_fusion = PAPER_BOUNDARIES.fractions
+            raise InputError(
+                f"scene_end ({scene_end:g}) and fusion_end ({fusion_end:g}) must satisfy 0 <= "
+                f"scene_end <= fusion_end <= 1 (stage 2 runs between them; the paper's are "
+                f"{paper_scene:g} and {paper_fusion:g})"
+            )
+        return scene_end, fusion_end
+
     @classmethod
     def from_fractions(cls, scene_end: float, fusion_end: float, steps: int) -> StageBoundaries:
         """The boundaries for ``steps`` steps of a schedule whose first ``scene_end`` are
         scene steps and whose fusion stage ends after ``fusion_end`` of it."""
-        check_fractions(scene_end, fusion_end)
+        cls.check_fractions(scene_end, fusion_end)
         return cls(
             _round_half_up(scene_end * steps) - 1, _round_half_up(fusion_end * steps) - 1, steps
         )
@@ -99,18 +111,6 @@ class StageBoundaries:
 
 PAPER_BOUNDARIES = StageBoundaries()
 """The paper's (and the authors' release's) 15 and 30 of 50 steps."""
-
-
-def check_fractions(scene_end: float, fusion_end: float) -> tuple[float, float]:
-    """Refuse stage fractions that cannot describe a schedule; returns them."""
-    if not 0.0 <= scene_end <= fusion_end <= 1.0:
-        paper_scene, paper_fusion = PAPER_BOUNDARIES.fractions
-        raise InputError(
-            f"scene_end ({scene_end:g}) and fusion_end ({fusion_end:g}) must satisfy 0 <= "
-            f"scene_end <= fusion_end <= 1 (stage 2 runs between them; the paper's are "
-            f"{paper_scene:g} and {paper_fusion:g})"
-        )
-    return scene_end, fusion_end
 
 
 def _round_half_up(value: float) -> int:
