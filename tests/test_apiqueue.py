@@ -1074,7 +1074,7 @@ def test_cli_user_errors_exit_2(tmp_path, fake, capsys):
         too_high = ["queue", "-s", fake.url, *given, "--cfg", "31"]
         assert main([*too_high, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
         err = capsys.readouterr().err
-        assert "--cfg 31 is out of range: FaceDiffuserKSampler.cfg takes 0 to 30" in err
+        assert "--cfg 31 is out of range: the Face-diffuser nodes take 0 to 30" in err
         assert not (tmp_path / "o").exists() and not fake.received
 
 

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         value = defaults.get(limit.setting)
         if isinstance(value, (int, float)) and not limit.allows(value):
             raise QueueError(
-                f"--{limit.setting.replace('_', '-')} {value:g} is out of range: "
-                f"{limit.node_id}.{limit.input} takes {limit.describe()}"
+                f"--{limit.setting.replace('_', '-')} {value:g} is out of range: the "
+                f"Face-diffuser nodes take {limit.describe()}"
             )
     if args.batch:
         items = read_batch(args.batch, defaults)
