@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +82,17 @@ class _Planner:
         go to any of them); the pack's own where no server gave one."""
         if workflow.digest not in self.limits:
             classes = [n["class_type"] for n in workflow.graph.values()]
-            found: list[Limit] = []
-            for server in self.servers:
-                if not server.alive:
-                    continue
+
+            def ranges_on(server: _Server) -> list[Limit]:
                 try:
                     info = server.node_info(classes)
                 except ServerUnreachable:
-                    continue  # its worker retries; the others' (or the pack's) ranges apply
-                found += server_limits(workflow.graph, info, server.url)
+                    return []  # its worker retries; the others' (or the pack's) ranges apply
+                return server_limits(workflow.graph, info, server.url)
+
+            live = [s for s in self.servers if s.alive]
+            with ThreadPoolExecutor(max_workers=max(1, len(live))) as pool:  # one slow server
+                found = [limit for found in pool.map(ranges_on, live) for limit in found]
             self.limits[workflow.digest] = with_pack_limits(found)
         return self.limits[workflow.digest]
 
