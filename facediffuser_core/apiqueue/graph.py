@@ -150,7 +150,8 @@ def is_widget(spec: Sequence[Any]) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES or kind == DYNAMIC_COMBO
 
 
-def _spec_options(spec: Sequence[Any]) -> dict:
+def spec_options(spec: Sequence[Any]) -> dict:
+    """The options dict of an ``/object_info`` input spec (``{}`` when it has none)."""
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
@@ -228,7 +229,7 @@ def ui_to_api(ui: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict:
                 if linked is not None:
                     inputs[name] = linked
                 continue
-            options = _spec_options(spec)
+            options = spec_options(spec)
             if isinstance(widgets, dict):
                 value, present = widgets.get(name), name in widgets
             else:

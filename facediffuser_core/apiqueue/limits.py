@@ -17,7 +17,7 @@ from typing import Any
 from ..node_names import NODE_IDS
 from ..ranges import NUMBERS
 from .errors import QueueError
-from .graph import TARGETS, input_specs
+from .graph import TARGETS, input_specs, spec_options
 
 _U64 = 0xFFFFFFFFFFFFFFFF
 
@@ -74,8 +74,7 @@ def server_limits(
             info = object_info.get(class_type)
             if class_type not in present or not info:
                 continue
-            spec = dict(input_specs(info)).get(name) or []
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            options = spec_options(dict(input_specs(info)).get(name) or [])
             low, high = _number(options.get("min")), _number(options.get("max"))
             if low is not None or high is not None:
                 limits.append(Limit(setting, low, high, class_type, name, server))
@@ -101,12 +100,23 @@ def with_pack_limits(found: Iterable[Limit]) -> list[Limit]:
     return found + [limit for limit in pack_limits() if limit.setting not in covered]
 
 
-def check_limits(settings: Mapping[str, Any], limits: Iterable[Limit]) -> None:
-    """QueueError naming the setting, its value, the allowed range and its source."""
+def out_of_range(
+    settings: Mapping[str, Any], limits: Iterable[Limit]
+) -> tuple[Limit, float] | None:
+    """The first limit a value of ``settings`` breaks, with that value; None if none."""
     for limit in limits:
         value = _number(settings.get(limit.setting))
         if value is not None and not limit.allows(value):
-            raise QueueError(
-                f"{limit.setting} {_show(value)} is out of range: {limit.source} takes "
-                f"{limit.describe()}; give a value in that range"
-            )
+            return limit, value
+    return None
+
+
+def check_limits(settings: Mapping[str, Any], limits: Iterable[Limit]) -> None:
+    """QueueError naming the setting, its value, the allowed range and its source."""
+    broken = out_of_range(settings, limits)
+    if broken is not None:
+        limit, value = broken
+        raise QueueError(
+            f"{limit.setting} {_show(value)} is out of range: {limit.source} takes "
+            f"{limit.describe()}; give a value in that range"
+        )

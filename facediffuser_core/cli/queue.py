@@ -13,7 +13,7 @@ from ..apiqueue.batch import _convert, make_item, read_batch
 from ..apiqueue.client import DEFAULT_SERVER
 from ..apiqueue.errors import QueueError
 from ..apiqueue.jobs import QueueOptions
-from ..apiqueue.limits import pack_limits
+from ..apiqueue.limits import out_of_range, pack_limits
 from ..apiqueue.runner import run_queue, summary
 from .options import add_reference_option
 from .usage import check_out_folder
@@ -60,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in checked.items() if v is not None}
     # An option out of the pack's range is the command line's mistake: refused at once,
     # before any server is asked (the rows are checked against each server's ranges later).
-    for limit in pack_limits():
-        value = defaults.get(limit.setting)
-        if isinstance(value, (int, float)) and not limit.allows(value):
-            raise QueueError(
-                f"--{limit.setting.replace('_', '-')} {value:g} is out of range: the "
-                f"Face-diffuser nodes take {limit.describe()}"
-            )
+    broken = out_of_range(defaults, pack_limits())
+    if broken is not None:
+        limit, value = broken
+        raise QueueError(
+            f"--{limit.setting.replace('_', '-')} {value:g} is out of range: the "
+            f"Face-diffuser nodes take {limit.describe()}"
+        )
     if args.batch:
         items = read_batch(args.batch, defaults)
     else:
