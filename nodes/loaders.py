@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..facediffuser_core.catalog import DOWNLOAD_HINT, HF_REPO
+from ..facediffuser_core.catalog import DOWNLOAD_HINT, HF_REPO, MODEL_FOLDER
 from ..facediffuser_core.errors import FaceDiffuserError
 from ..facediffuser_core.node_names import LOAD_SDM, LOAD_TDM, MODEL_NAME
 from . import paths, provenance
@@ -37,7 +37,7 @@ class _ModelLoader(io.ComfyNode):
                 io.Combo.Input(
                     MODEL_NAME,
                     options=paths.model_list(),
-                    tooltip=f"File or converted set in models/facediffuser/ (usually {folder}/"
+                    tooltip=f"File or converted set in models/{MODEL_FOLDER}/ (usually {folder}/"
                     "pytorch_model.bin). Published pytorch_model.bin files and folders written "
                     "by 'facediffuser convert' are both listed.",
                 )
