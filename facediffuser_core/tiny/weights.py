@@ -170,6 +170,11 @@ class _Part:
             yield self.key(name), torch.arange(shape[-1]).expand(shape).contiguous()
 
 
+def random_weights(factory: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic random values (as :class:`_Part` draws them) for ``factory()``'s state."""
+    return dict(_Part("", factory, seed).values())
+
+
 def _parts(kind: str, seed: int, full_size: bool) -> list[_Part]:
     """The parts of the SDM or TDM file in the training module's order. SDM and TDM share
     text encoder and VAE weights (both are SD1.5's) and have different UNets."""
