@@ -84,3 +84,25 @@ def test_published_size_load_has_no_second_copy(comfyui, tiny_models, tmp_path):
     weights = comfy["managed_weight_bytes"]
     assert weights > 8e9  # both checkpoints at SD1.5 size, in ComfyUI's model management
     assert comfy["load_peak_rss"] <= LOAD_BOUND * weights, comfy
+
+
+def test_every_loaded_module_is_held_by_comfyui_model_management(comfyui, tiny_models):
+    """UNets, CLIP, VAE and the subject encoder each have ComfyUI's own patcher class, and
+    ComfyUI's load_models_gpu loads the UNets and the subject encoder like any model."""
+    comfy_dir, python = comfyui
+    models = tiny_models / "models" / "facediffuser"
+    script = Path(__file__).with_name("comfy_model_management.py")
+    proc = subprocess.run(
+        [str(python), str(script), str(comfy_dir), str(ROOT)]
+        + [str(models / k / "pytorch_model.bin") for k in ("SDM", "TDM")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, held in report.items():
+        assert held["patcher"] and held["core_class"], name
+        assert held["size"] >= held["param_bytes"] > 0, name  # ComfyUI accounts all its weights
+    for name in ("sdm_unet", "tdm_unet", "subject"):
+        assert report[name]["loaded"], name
