@@ -53,7 +53,10 @@ def test_memory_mode_inside_comfyui(comfyui, tiny_models, tmp_path):
          "--sizes", "64", "--json", str(out))  # fmt: skip
     comfy = json.loads(out.read_text())["memory"]["comfyui"]
     assert comfy["managed_weight_bytes"] > 10e6  # two UNets, two CLIPs, VAEs, subject encoder
-    assert comfy["load_peak_rss"] >= comfy["rss_after_load"] > comfy["rss_before_load"]
+    # loading grew the process (the peak is the kernel's own counter, not comparable to a page
+    # count taken at another moment to the last KB)
+    assert comfy["rss_after_load"] > comfy["rss_before_load"]
+    assert comfy["load_peak_rss"] > comfy["rss_before_load"]
     assert comfy["run_s"] > 0
 
 
