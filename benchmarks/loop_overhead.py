@@ -52,9 +52,14 @@ def one_run(
     tdm_t, sdm_t = Timed(UNetEps(tdm.unet)), Timed(UNetEps(sdm.unet))
     fusion_t = Timed(sampling.fuse_with_saliency)
     sampling.fuse_with_saliency = fusion_t
+    param = next(tdm.unet.parameters())
+    cuda = param.device.type == "cuda"
     try:
         noise = torch.randn(batch, 4, latent, latent, generator=torch.Generator().manual_seed(seed))
-        noise = noise.to(next(tdm.unet.parameters()).device)
+        noise = noise.to(param.device)
+        if cuda:  # model times are then launch times: only total_s and the peak mean much
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         result = sample(
             tdm_t,
@@ -68,6 +73,8 @@ def one_run(
             progress=False,
             overlap=overlap,
         )
+        if cuda:
+            torch.cuda.synchronize()
         total = time.perf_counter() - t0
     finally:
         sampling.fuse_with_saliency = fusion_t.fn
@@ -80,6 +87,8 @@ def one_run(
         "fusion_share": fusion_t.seconds / model,
         "fusion_ms_per_step": 1000 * fusion_t.seconds / max(fusion_steps, 1),
         "calls": sum(result.model_calls.values()),
+        "steps_per_s": steps / total,
+        "peak_vram": torch.cuda.max_memory_allocated() if cuda else None,
     }
 
 

@@ -2,24 +2,23 @@
 
 The image tower is ComfyUI's own CLIP vision model (``comfy.clip_model``), the post-fusion
 module the engine's :class:`PostfuseModule` built from ``comfy.ops.manual_cast``; both live
-in one ModelPatcher on the text-encoder device, so ComfyUI's dtype choice, weight casting,
-offloading and lowvram apply. The tower is fed the engine's own preprocessed pixels (pad to
-square, resize, CLIP-normalise; not ComfyUI's centre crop), and its ``image_embeds`` output is
-what the engine's ``CLIPVisionModelWithProjection`` returns.
+in one ComfyUI patcher (:mod:`.comfy_weights`) on the text-encoder device, so ComfyUI's
+dtype choice, weight casting, offloading and lowvram apply. The tower is fed the engine's own
+preprocessed pixels (pad to square, resize, CLIP-normalise; not ComfyUI's centre crop), and
+its ``image_embeds`` output is what the engine's ``CLIPVisionModelWithProjection`` returns.
 """
 
 from __future__ import annotations
 
 import comfy.clip_model
 import comfy.model_management as mm
-import comfy.model_patcher
 import comfy.ops
 import torch
 
-from ..facediffuser_core.errors import CheckpointError
 from ..facediffuser_core.subject.postfuse import PostfuseModule, fit_to_tower, subject_conditioning
 from ..facediffuser_core.weights.checkpoints import CheckpointParts
 from ..facediffuser_core.weights.configs import vision_config
+from .comfy_weights import assigns, load_weights, new_patcher
 
 
 class ComfySubjectModules(torch.nn.Module):
@@ -36,15 +35,17 @@ class ComfySubjectModules(torch.nn.Module):
         )
         dim = int(parts.parts["postfuse"]["layer_norm.weight"].shape[0])
         self.postfuse = PostfuseModule(dim, operations=ops, dtype=dtype, device=device)
-        for name, module in (("image_encoder", self.image_encoder), ("postfuse", self.postfuse)):
-            missing, unexpected = module.load_state_dict(parts.parts[name], strict=False)
-            if missing or unexpected:  # verify_parts checked the file: this is a host mismatch
-                raise CheckpointError(
-                    f"this ComfyUI's CLIP vision model does not take the {name} weights of "
-                    f"{parts.source} (missing {missing[:5]}, unexpected {unexpected[:5]}): "
-                    "please report this with your ComfyUI version"
-                )
         self.eval()
+        self.requires_grad_(False)
+
+    def load(self, parts: CheckpointParts, assign: bool) -> None:
+        """The image tower's and post-fusion weights, read from the file a chunk at a time."""
+        for name, module in (("image_encoder", self.image_encoder), ("postfuse", self.postfuse)):
+
+            def load(chunk, module=module):
+                return module.load_state_dict(chunk, strict=False, assign=assign)
+
+            load_weights(parts, load, parts.parts[name], name)
         self.requires_grad_(False)
 
 
@@ -57,9 +58,8 @@ class SubjectEncoderHandle:
         dtype = mm.text_encoder_dtype(load_device)
         self.module = ComfySubjectModules(parts, dtype, offload_device)
         self.source = source
-        self.patcher = comfy.model_patcher.ModelPatcher(
-            self.module, load_device=load_device, offload_device=offload_device
-        )
+        self.patcher = new_patcher(self.module, load_device, offload_device)
+        self.module.load(parts, assigns(self.patcher))
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed pixels -> (N, D) projected image embeddings (float32)."""

@@ -219,6 +219,9 @@ def test_convert_and_tiny_commands(tmp_path, tiny_set, capsys):
     assert read_state_dict(half / "unet.safetensors")["out.2.weight"].dtype == torch.float16
     code, stdout, _ = run_cli(["tiny", tmp_path / "tiny"], capsys)
     assert code == 0 and (tmp_path / "tiny" / "SDM" / "pytorch_model.bin").is_file()
+    code, _, err = run_cli(["tiny", tmp_path / "other", "--dtype", "published"], capsys)
+    assert code == 2 and "--dtype applies to --full-size sets" in err
+    assert not (tmp_path / "other").exists()
 
 
 def test_convert_refuses_a_pickle_with_code(tmp_path, capsys):

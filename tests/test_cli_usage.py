@@ -306,3 +306,11 @@ def test_more_mistakes_found_by_trying(home, capsys):
     assert error_of(["tiny", "afile"], capsys) == (
         "output afile is an existing file: give a folder for the tiny set"
     )
+
+
+def test_weight_elements_counts_torch_files_of_mixed_dtypes_exactly(tmp_path):
+    state = {"a": torch.zeros(10, dtype=torch.bfloat16), "b": torch.zeros(3), "c": torch.arange(4)}
+    torch.save({"state_dict": state}, tmp_path / "w.bin")  # the published files mix dtypes
+    assert memory.weight_elements([tmp_path / "w.bin"]) == 17
+    (tmp_path / "bad.bin").write_bytes(b"x" * 400)  # unreadable: estimated from the size
+    assert memory.weight_elements([tmp_path / "bad.bin"]) == 100

@@ -10,6 +10,7 @@ from PIL import Image
 from facediffuser_core.tiny import diffusion as tiny
 from facediffuser_core.weights import configs
 from facediffuser_core.weights.checkpoints import PART_PREFIXES, split_published
+from facediffuser_core.weights.writing import TensorSpec
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,83 @@ def test_reference_portraits(tiny_set):
         assert im.getpixel((48, 64)) != im.getpixel((2, 2))
     a, b = (np.asarray(im, dtype=np.float32) for im in images)
     assert np.abs(a - b).mean() > 20
+
+
+# --------------------------------------------------------------------------- published size
+# SD1.5's well-known parameter counts: the published files hold these architectures.
+SD15_PARAMETERS = {
+    "unet": 859_520_964,
+    "vae": 83_653_863,
+    "text_encoder": 123_060_480,
+    "image_encoder": 303_179_776 + 786_432,  # CLIP ViT-L/14 vision tower + projection
+    "postfuse_module": 2_958_336,
+}
+
+
+@pytest.fixture(scope="module")
+def published_specs():
+    from facediffuser_core.tiny.weights import published_specs
+
+    return {k: published_specs(k, full_size=True, precision="published") for k in ("sdm", "tdm")}
+
+
+def test_published_size_layout_keys_shapes_and_dtypes(published_specs):
+    import math
+
+    sdm, tdm = published_specs["sdm"], published_specs["tdm"]
+    for kind, specs in published_specs.items():
+        counts: dict[str, int] = {}
+        for key, spec in specs.items():
+            if not key.endswith("position_ids"):
+                part = key.split(".")[0]
+                counts[part] = counts.get(part, 0) + math.prod(spec.shape)
+        expected = {p: n for p, n in SD15_PARAMETERS.items() if kind == "sdm" or p in
+                    ("unet", "vae", "text_encoder")}  # fmt: skip
+        assert counts == expected, kind
+        assert not any("text_model." in k for k in specs)  # the training module's flat names
+    # the files' sizes: 4.5 GB and 3.9 GB (the UNet and post-fusion float32, the rest bf16)
+    assert round(sum(s.nbytes for s in sdm.values()) / 1e9, 1) == 4.5
+    assert round(sum(s.nbytes for s in tdm.values()) / 1e9, 1) == 3.9
+    assert set(tdm) < set(sdm)
+    assert sdm["text_encoder.embeddings.token_embedding.weight"].shape == (49408, 768)
+    assert sdm["text_encoder.embeddings.position_ids"] == TensorSpec((1, 77), torch.int64)
+    ids = sdm["image_encoder.vision_model.embeddings.position_ids"]
+    assert ids == TensorSpec((1, 257), torch.int64)
+    assert sdm["image_encoder.visual_projection.weight"].shape == (768, 1024)
+    assert sdm["postfuse_module.mlp1.fc1.weight"].shape == (768, 1536)
+    assert sdm["unet.conv_in.weight"] == TensorSpec((320, 4, 3, 3), torch.float32)
+    vae_attention = "vae.encoder.mid_block.attentions.0."
+    assert sdm[vae_attention + "query.weight"] == TensorSpec((512, 512), torch.bfloat16)
+    assert not any(k.startswith(vae_attention + "to_") for k in sdm)  # diffusers 0.16 names
+    layers = "image_encoder.vision_model.encoder.layers."
+    assert sdm[layers + "23.mlp.fc1.weight"].dtype == torch.float32  # trained
+    assert sdm[layers + "21.mlp.fc1.weight"].dtype == torch.bfloat16  # frozen
+    assert sdm["postfuse_module.layer_norm.weight"].dtype == torch.float32
+    assert sdm["text_encoder.final_layer_norm.weight"].dtype == torch.bfloat16
+
+
+def test_published_size_layout_passes_the_loaders_checks(published_specs):
+    from facediffuser_core.weights.checkpoints import (
+        CheckpointParts,
+        canonicalize_part,
+        split_published,
+    )
+    from facediffuser_core.weights.models import check_compatible, verify_parts
+
+    for kind, specs in published_specs.items():
+        meta = {k: torch.empty(s.shape, dtype=s.dtype, device="meta") for k, s in specs.items()}
+        parts = {p: canonicalize_part(p, sd) for p, sd in split_published(meta).items()}
+        loaded = CheckpointParts(kind, parts)
+        verify_parts(loaded)  # every module's names and shapes, on the meta device
+        check_compatible(loaded)
+
+
+def test_precisions_cast_floating_tensors_only():
+    from facediffuser_core.tiny.weights import published_specs
+
+    for precision, want in (("fp16", torch.float16), ("fp32", torch.float32)):
+        specs = published_specs("sdm", precision=precision)
+        assert {s.dtype for k, s in specs.items() if "position_ids" not in k} == {want}
+        assert specs["text_encoder.embeddings.position_ids"].dtype == torch.int64
+    with pytest.raises(ValueError, match="precision"):
+        published_specs("sdm", precision="fp8")

@@ -59,8 +59,9 @@ class Footprint:
 def weight_elements(paths: Iterable[str | os.PathLike]) -> int:
     """Number of weight elements in model files or converted-set folders, from their sizes.
 
-    safetensors headers give exact counts; other files (the published fp32 ``.bin``) are
-    counted as 4 bytes per element. Nothing is loaded.
+    safetensors headers and the pickles of torch files (read on the meta device) give exact
+    counts (the published ``.bin`` files mix float32 and bfloat16); a file that cannot be read
+    so counts as 4 bytes per element. No tensor data is read.
     """
     total = 0
     for path in paths:
@@ -70,8 +71,22 @@ def weight_elements(paths: Iterable[str | os.PathLike]) -> int:
             if f.suffix == ".safetensors":
                 total += _safetensors_elements(f)
             elif f.suffix in (".bin", ".pt", ".pth", ".ckpt"):
-                total += f.stat().st_size // 4
+                total += _torch_elements(f)
     return total
+
+
+def _torch_elements(path: Path) -> int:
+    import torch
+
+    def count(obj) -> int:
+        if torch.is_tensor(obj):
+            return obj.numel()
+        return sum(count(v) for v in obj.values()) if isinstance(obj, dict) else 0
+
+    try:
+        return count(torch.load(str(path), map_location="meta", weights_only=True))
+    except Exception:  # unreadable here: the loader will say why; estimate from the size
+        return path.stat().st_size // 4
 
 
 def _safetensors_elements(path: Path) -> int:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..weights.ldm import LDM_PREFIX, unet_to_ldm
-from .diffusion import SD15_TEXT, SD15_TOKENS, _weights
+from .weights import SD15_TEXT, SD15_TOKENS
+from .weights import random_weights as _weights
 
 STOCK_UNET = {
     "sample_size": 64,

@@ -9,7 +9,7 @@ training module (read by :mod:`.reading`); :mod:`.conversion` writes them once a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,12 @@ from ..catalog import HF_REPO, PART_FILES, PUBLISHED_NAMES, SUBJECT_PARTS  # noq
 from ..errors import CheckpointError
 from .reading import (
     _HF_HINT,
+    MappedFile,
     StateDict,
     _is_safetensors,
     _names,
+    read_mapped,
     read_safetensors_metadata,
-    read_state_dict,
     refuse_non_weights,
 )
 
@@ -36,6 +37,7 @@ PART_PREFIXES = {
     "postfuse_module.": "postfuse",
 }
 FORMAT_VERSION = "1"
+CHUNK_BYTES = 64 * 2**20  # tensors read and handed to a module at a time
 # --------------------------------------------------------------------------- parts
 
 
@@ -157,11 +159,62 @@ def check_keys(
 
 @dataclass
 class CheckpointParts:
-    """The parts of one SDM or TDM checkpoint, each in its canonical (module) layout."""
+    """The parts of one SDM or TDM checkpoint, each in its canonical (module) layout.
+
+    The tensors are views of the mapped files (``files``): nothing is read until used. A
+    loader takes each tensor through :meth:`fresh`, which reads it in the dtype the model
+    keeps, so loading never holds the file's bytes and the model's weights together.
+    """
 
     kind: str
     parts: dict[str, StateDict]
     source: str = ""  # the published file or converted-set folder they were read from
+    files: tuple[MappedFile, ...] = ()
+
+    def fresh(
+        self,
+        tensor: torch.Tensor,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor:
+        """``tensor`` in memory of its own: read from its file (one tensor at a time), cast
+        to ``dtype`` when floating, on ``device``. A tensor not from the files is cast only."""
+        for mapped in self.files:
+            if mapped.holds(tensor):
+                tensor = mapped.read(tensor, dtype)
+                break
+        else:
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype)
+        return tensor if device is None else tensor.to(device)
+
+    def load_in_chunks(
+        self,
+        load: Callable[[dict[str, torch.Tensor]], Any],
+        tensors: Mapping[str, torch.Tensor],
+        dtype: torch.dtype | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> tuple[list[str], list[str]]:
+        """Feed ``tensors`` to ``load`` (a non-strict ``load_state_dict``) a chunk at a time,
+        each tensor read by :meth:`fresh`: the module keeps its copy and the chunk is dropped,
+        so memory holds the module plus one chunk. Returns the keys the module missed in every
+        chunk and those it did not expect in any, as ``load_state_dict`` would for all at once.
+        """
+        missing: set[str] | None = None
+        unexpected: set[str] = set()
+        chunk: dict[str, torch.Tensor] = {}
+        size = 0
+        for i, (key, tensor) in enumerate(tensors.items()):
+            chunk[key] = self.fresh(tensor, dtype)
+            size += chunk[key].numel() * chunk[key].element_size()
+            if size >= chunk_bytes or i == len(tensors) - 1:
+                result = load(chunk)
+                missing = set(result[0]) if missing is None else missing & set(result[0])
+                unexpected |= set(result[1])
+                chunk, size = {}, 0
+        if missing is None:  # nothing to load: what the module misses is everything
+            missing = set(load({})[0])
+        return sorted(missing), sorted(unexpected)
 
 
 def _kind_of(parts: Mapping[str, Any], source: Path) -> str:
@@ -191,6 +244,7 @@ def _load_converted(folder: Path) -> CheckpointParts:
     from .ldm import unet_from_ldm
 
     parts: dict[str, StateDict] = {}
+    files = []
     kinds = set()
     for part, name in PART_FILES.items():
         f = folder / name
@@ -204,7 +258,8 @@ def _load_converted(folder: Path) -> CheckpointParts:
                 f"{f} says it holds the {meta['facediffuser_part']} part, not {part}: the "
                 "converted set was mixed up; re-run the converter into an empty folder"
             )
-        sd = read_state_dict(f)
+        sd, mapped = read_mapped(f)
+        files += [mapped] if mapped is not None else []
         if part == "unet":
             sd = unet_from_ldm(sd, unet_config_from_ldm(sd))
         parts[part] = canonicalize_part(part, sd)
@@ -214,7 +269,7 @@ def _load_converted(folder: Path) -> CheckpointParts:
             f"the converted set in {folder} mixes files of kinds {sorted(kinds | {kind})}: "
             "re-run the converter into an empty folder"
         )
-    return CheckpointParts(kind=kind, parts=parts, source=str(folder))
+    return CheckpointParts(kind=kind, parts=parts, source=str(folder), files=tuple(files))
 
 
 def _published_file(folder: Path) -> Path | None:
@@ -247,6 +302,7 @@ def load_parts(path: str | os.PathLike) -> CheckpointParts:
                 f"{p} is the {meta['facediffuser_part']} file of a converted set: pass the "
                 f"folder {p.parent} instead"
             )
-    sd = read_state_dict(p)
+    sd, mapped = read_mapped(p)
     parts = {k: canonicalize_part(k, v) for k, v in split_published(sd).items()}
-    return CheckpointParts(kind=_kind_of(parts, p), parts=parts, source=str(p))
+    files = (mapped,) if mapped is not None else ()
+    return CheckpointParts(kind=_kind_of(parts, p), parts=parts, source=str(p), files=files)

@@ -1,17 +1,22 @@
-"""Converting a published checkpoint to a safetensors set (``facediffuser convert``)."""
+"""Converting a published checkpoint to a safetensors set (``facediffuser convert``).
+
+One tensor at a time: each is read from the source file, cast, written and dropped, so
+converting a 4.5 GB file needs memory for its largest tensor, not for the file.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
-from ..files import save_safetensors
 from .checkpoints import FORMAT_VERSION, PART_FILES, SUBJECT_PARTS, load_parts
 from .reading import read_safetensors_metadata
+from .writing import TensorSpec, write_safetensors
 
 # --------------------------------------------------------------------------- conversion
 
@@ -27,24 +32,8 @@ def _file_layout(part: str, sd: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return dict(sd)
 
 
-def _prepare(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Cast floating tensors, make every tensor contiguous and own its memory."""
-    out = {}
-    seen: set[int] = set()
-    for k, t in sd.items():
-        t = t.detach()
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        t = t.contiguous()
-        ptr = t.untyped_storage().data_ptr()
-        if ptr in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[k] = t
-    return out
-
-
-_atomic_save = save_safetensors
+def _read(loaded, layout: Mapping[str, torch.Tensor], dtype, key: str) -> torch.Tensor:
+    return loaded.fresh(layout[key], dtype)
 
 
 def convert(
@@ -59,7 +48,8 @@ def convert(
 
     Writes unet.safetensors (LDM layout), vae.safetensors (diffusers), text_encoder.safetensors
     (``text_model.`` keys), and for an SDM image_encoder.safetensors and postfuse.safetensors.
-    Each file is written atomically (temporary file + rename). An earlier converted set in
+    Each file is written atomically (temporary file + rename), one tensor at a time (see the
+    module's docstring). An earlier converted set in
     ``out_dir`` is replaced only with ``replace=True`` (the CLI's ``--force``); any other file
     in the way is always refused. Files get ordinary permissions (0666 minus the umask).
     ``dtype`` casts floating tensors only. Returns {part: path}.
@@ -94,13 +84,14 @@ def convert(
     written: dict[str, Path] = {}
     names = [p for p in PART_FILES if p in loaded.parts]
     for part in tqdm(names, desc="converting", unit="part", disable=not progress):
-        tensors = _prepare(_file_layout(part, loaded.parts[part]), dtype)
+        layout = _file_layout(part, loaded.parts[part])  # views of the source: nothing read
         metadata = {
             "facediffuser_part": part,
             "facediffuser_kind": loaded.kind,
             "facediffuser_format": FORMAT_VERSION,
         }
         target = out / PART_FILES[part]
-        _atomic_save(tensors, target, metadata)
+        specs = {k: TensorSpec.of(t, dtype) for k, t in layout.items()}
+        write_safetensors(target, specs, partial(_read, loaded, layout, dtype), metadata)
         written[part] = target
     return written

@@ -116,15 +116,15 @@ def verify_parts(parts: CheckpointParts) -> None:
         check_keys(part, sd, module, parts.source).raise_for_problems()
 
 
-def _materialise(
-    part: str, factory, sd: dict[str, torch.Tensor], device, dtype, source: str = ""
-) -> Any:
-    """Create a module on the meta device, load ``sd`` strictly into it, move and freeze it."""
+def _materialise(part: str, factory, sd: dict[str, torch.Tensor], read, source: str = "") -> Any:
+    """Create a module on the meta device, give it the tensors ``read(t)`` makes of ``sd``
+    (each read once, in the dtype and on the device it keeps: the module's weights are
+    the only copy), and freeze it."""
     with torch.device("meta"):
         module = factory()
     check_keys(part, sd, module, source).raise_for_problems()
     try:
-        module.load_state_dict(sd, strict=True, assign=True)
+        module.load_state_dict({k: read(v) for k, v in sd.items()}, strict=True, assign=True)
     except RuntimeError as exc:  # shape mismatches
         raise CheckpointError(
             f"the {part} weights do not fit the {part} architecture inferred from them ({exc}): "
@@ -137,17 +137,20 @@ def _materialise(
                 continue
             if name == "position_ids":
                 fresh = torch.arange(buf.shape[-1], dtype=buf.dtype).expand(buf.shape)
-                mod.register_buffer(name, fresh.contiguous(), persistent=False)
+                mod.register_buffer(name, read(fresh.contiguous()), persistent=False)
             else:
                 raise ModelError(
                     f"internal error: buffer {mod_name}.{name} of the {part} has no value after "
                     "loading; please report this with your diffusers/transformers versions"
                 )
-    # plain nn.Module.to: diffusers' override only adds a noisy warning for these models
-    torch.nn.Module.to(module, device=device, dtype=dtype)
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def _reader(parts: CheckpointParts, device, dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """How the builders take each tensor: read on its own, in ``dtype``, on ``device``."""
+    return lambda tensor: parts.fresh(tensor, dtype, device)
 
 
 def _check_compatible(configs: dict[str, Any]) -> None:
@@ -210,7 +213,7 @@ def build_models(
 
     def build(part: str) -> Any:
         factory = part_factory(part, p[part], parts.source, configs[part])
-        return _materialise(part, factory, p[part], device, dtype, parts.source)
+        return _materialise(part, factory, p[part], _reader(parts, device, dtype), parts.source)
 
     unet, vae = build("unet"), build("vae")
     text_encoder = build("text_encoder") if "text_encoder" in p else None
@@ -246,11 +249,9 @@ def build_subject_encoder(
             f"the checkpoint lacks {' and '.join(missing)} weights, so it is not an SDM: load "
             "the complete SDM/pytorch_model.bin or its converted set"
         )
-    src, configs = parts.source, configs or {}
+    src, configs, read = parts.source, configs or {}, _reader(parts, device, dtype)
     tower, post = (
-        _materialise(
-            part, part_factory(part, p[part], src, configs.get(part)), p[part], device, dtype, src
-        )
+        _materialise(part, part_factory(part, p[part], src, configs.get(part)), p[part], read, src)
         for part in ("image_encoder", "postfuse")
     )
     return SubjectEncoder(tower, post).eval()

@@ -36,7 +36,7 @@ UI_DIR = ROOT / "workflows"
 SMALL, STEPS = 64, 8
 STOCK_SD15 = "tiny-sd15.safetensors"  # facediffuser_core.tiny.stock, in models/checkpoints
 NO_FACE = "facediffuser_no_face.png"  # nothing skin-coloured in it
-FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 2.3 GB, ~1 min more
+FULL_SIZE = os.environ.get("FACEDIFFUSER_FULL_SIZE") == "1"  # opt-in: 8.4 GB, minutes more
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR", "")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON", "")

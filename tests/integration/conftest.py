@@ -59,10 +59,17 @@ def tiny_models(tmp_path_factory):
     tiny = tmp_path_factory.mktemp("comfy-tiny")
     write_tiny_set(tiny, comfyui=True)
     write_stock_sd15_checkpoint(tiny / "models" / "checkpoints" / STOCK_SD15)
-    if FULL_SIZE:  # SD1.5-sized random weights beside the tiny ones, as full/SDM/...
-        full = tmp_path_factory.mktemp("comfy-full")
-        write_tiny_set(full, full_size=True)
-        shutil.move(str(full), str(tiny / "models" / "facediffuser" / "full"))
+    if FULL_SIZE:  # the published files' size and dtypes (8.4 GB), beside the tiny ones: full/
+        target = tiny / "models" / "facediffuser" / "full"
+        kept = os.environ.get("FACEDIFFUSER_FULL_SIZE_DIR")  # written once, reused
+        if kept:
+            if not (Path(kept) / "TDM" / "pytorch_model.bin").is_file():
+                write_tiny_set(kept, full_size=True, precision="published")
+            target.symlink_to(Path(kept).resolve(), target_is_directory=True)
+        else:
+            full = tmp_path_factory.mktemp("comfy-full")
+            write_tiny_set(full, full_size=True, precision="published")
+            shutil.move(str(full), str(target))
     Image.new("RGB", (96, 128), (20, 30, 120)).save(tiny / "input" / NO_FACE)
     return tiny
 
