@@ -138,10 +138,23 @@ class Browser:
             "response",
             lambda r: self.failed_requests.append(f"{r.status} {r.url}") if r.status >= 400 else None,
         )
+        self.reload()
+        return self
+
+    def reload(self) -> None:
         self.page.goto(self.url)
         self.page.wait_for_function(READY, timeout=180_000)
         self.page.wait_for_timeout(500)
-        return self
+
+    def close_dialogs(self) -> None:
+        """Close what covers the canvas (Escape; a reload if a dialog stays)."""
+        for _ in range(3):
+            if not self.page.locator(".p-dialog-mask").count():
+                return
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(400)
+        if self.page.locator(".p-dialog-mask").count():
+            self.reload()
 
     def _on_console(self, message) -> None:
         location = message.location or {}
