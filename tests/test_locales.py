@@ -99,7 +99,9 @@ def test_help_pages_are_where_the_frontend_asks_first():
         )
     shipped = {p.name for p in (ROOT / "web" / "docs").iterdir() if p.is_dir()}
     assert shipped == node_ids_in_source()
-    languages = {p.stem for d in (ROOT / "web" / "docs").iterdir() if d.is_dir() for p in d.glob("*.md")}
+    languages = {
+        p.stem for d in (ROOT / "web" / "docs").iterdir() if d.is_dir() for p in d.glob("*.md")
+    }
     assert languages == set(LANGS), "a help page language without its locale, or the reverse"
 
 

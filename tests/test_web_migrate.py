@@ -24,7 +24,10 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
 
 LIST_HOST = {"dynamicMode": True, "peopleList": True}  # ComfyUI 0.8.0+
 FIXED_HOST = {"dynamicMode": False, "peopleList": False}  # ComfyUI 0.3.48
-SNF, PEOPLE = "FaceDiffuserSNFSettings", ("FaceDiffuserSubjectEncode", "FaceDiffuserIdentitySimilarity")
+SNF, PEOPLE = (
+    "FaceDiffuserSNFSettings",
+    ("FaceDiffuserSubjectEncode", "FaceDiffuserIdentitySimilarity"),
+)
 RUNNER = """
 import { migrateGraph } from %s;
 let text = "";
@@ -100,7 +103,9 @@ def person_links(node: dict, links: dict) -> dict:
 
 
 def api_people(inputs: dict) -> dict:
-    return {k.split(".")[-1]: v for k, v in inputs.items() if k.split(".")[-1].startswith("person_")}
+    return {
+        k.split(".")[-1]: v for k, v in inputs.items() if k.split(".")[-1].startswith("person_")
+    }
 
 
 CASES = fixtures()
@@ -112,7 +117,9 @@ CASES = fixtures()
 def test_every_saved_workflow_keeps_its_meaning_on_both_kinds_of_host(release, variant, path):
     api = json.loads((FIXTURES / release / "api" / path.name).read_text())
     saved = json.loads(path.read_text())
-    for result, host in zip(migrate((saved, LIST_HOST), (saved, FIXED_HOST)), (LIST_HOST, FIXED_HOST)):
+    for result, host in zip(
+        migrate((saved, LIST_HOST), (saved, FIXED_HOST)), (LIST_HOST, FIXED_HOST), strict=True
+    ):
         graph, links = result["graph"], link_table(result["graph"])
         for node in graph["nodes"]:
             expected = api[str(node["id"])]["inputs"]
@@ -130,7 +137,9 @@ def test_every_saved_workflow_keeps_its_meaning_on_both_kinds_of_host(release, v
                     assert all(n.startswith("people.") for n in names), names
                     labels = [i.get("label") for i in node["inputs"] if "person_" in i["name"]]
                     assert labels == [n.split(".")[1] for n in names]
-                    assert all(i.get("link") is not None for i in node["inputs"] if "person_" in i["name"])
+                    assert all(
+                        i.get("link") is not None for i in node["inputs"] if "person_" in i["name"]
+                    )
                 else:
                     assert not any(n.startswith("people.") for n in names), names
 
@@ -138,7 +147,7 @@ def test_every_saved_workflow_keeps_its_meaning_on_both_kinds_of_host(release, v
 def test_migration_is_idempotent():
     jobs = [(json.loads(p.read_text()), h) for _, _, p in CASES for h in (LIST_HOST, FIXED_HOST)]
     once = migrate(*jobs)
-    twice = migrate(*[(r["graph"], h) for r, (_, h) in zip(once, jobs)])
+    twice = migrate(*[(r["graph"], h) for r, (_, h) in zip(once, jobs, strict=True)])
     assert [r["graph"] for r in twice] == [r["graph"] for r in once]
     assert all(r["changes"] == [] for r in twice)
 
@@ -166,7 +175,10 @@ def test_soft_mode_and_named_layouts():
         (
             _snf(
                 ["soft", 3, 0.5],
-                [{"name": n, "widget": {"name": n}, "link": None} for n in ("mode", "kernel_size", "temperature")],
+                [
+                    {"name": n, "widget": {"name": n}, "link": None}
+                    for n in ("mode", "kernel_size", "temperature")
+                ],
             ),
             LIST_HOST,
         ),

@@ -42,7 +42,11 @@ def chromium_path() -> str | None:
     given = os.environ.get("FACEDIFFUSER_CHROMIUM")
     if given:
         return given if Path(given).is_file() else None
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -85,7 +89,8 @@ STATE_JS = """
   for (const n of g._nodes || g.nodes) {
     nodes[n.id] = {
       type: n.type,
-      inputs: (n.inputs || []).map(i => ({name: i.name, label: i.label ?? null, link: i.link ?? null,
+      inputs: (n.inputs || []).map(i => ({name: i.name, label: i.label ?? null,
+                                           link: i.link ?? null,
                                            widget: i.widget?.name ?? null})),
       widgets: Object.fromEntries((n.widgets || []).map(w => [w.name, w.value])),
       widget_order: (n.widgets || []).map(w => w.name),
@@ -132,11 +137,15 @@ class Browser:
         )
         self.page = context.new_page()
         self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda e: self.console.append({"type": "pageerror", "text": str(e)}))
+        self.page.on(
+            "pageerror", lambda e: self.console.append({"type": "pageerror", "text": str(e)})
+        )
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on(
             "response",
-            lambda r: self.failed_requests.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            lambda r: (
+                self.failed_requests.append(f"{r.status} {r.url}") if r.status >= 400 else None
+            ),
         )
         self.reload()
         return self
@@ -201,6 +210,8 @@ class Browser:
             m
             for m in self.console
             if m["type"] in ("error", "pageerror")
-            and ("facediffuser" in (m["text"] + m["url"]).lower()
-                 or "face-diffuser" in m["text"].lower())
+            and (
+                "facediffuser" in (m["text"] + m["url"]).lower()
+                or "face-diffuser" in m["text"].lower()
+            )
         ]

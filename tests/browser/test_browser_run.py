@@ -23,29 +23,51 @@ QUICK = sorted(p.name for p in (WORKFLOWS / "quick").glob("*.json"))
 OLD = "2026-11-22-v1"  # 0.1 as first released
 
 
-def _history(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/history", timeout=30) as reply:
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as reply:
         return json.load(reply)
 
 
-def run_from_the_button(browser, timeout: float = 300) -> dict:
-    """Click Run; wait for the prompt to finish and its images to be shown in the page."""
-    url = browser.url
-    before = set(_history(url))
-    page = browser.page
+def _post(url: str, payload: dict) -> None:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+def _idle(url: str, timeout: float = 300) -> None:
+    """Wait until nothing is queued or running (a run left by a failed test is stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = _get(f"{url}/queue")
+        if not queue["queue_running"] and not queue["queue_pending"]:
+            return
+        time.sleep(0.5)
+    _post(f"{url}/queue", {"clear": True})
+    _post(f"{url}/interrupt", {})
+
+
+def run_from_the_button(browser, timeout: float = 600) -> dict:
+    """Click Run; wait for that prompt to finish and its images to be shown in the page."""
+    url, page = browser.url, browser.page
+    _idle(url)
     for selector in ("button[aria-label=Run]", "button:has-text('Run')", "#queue-button"):
         button = page.locator(selector).first
         if button.count() and button.is_visible():
-            button.click()
             break
     else:
         raise AssertionError("no visible Run button")
+    with page.expect_response(
+        lambda r: r.url.endswith("/prompt") and r.request.method == "POST", timeout=60_000
+    ) as queued:
+        button.click()
+    reply = queued.value.json()
+    assert "prompt_id" in reply, reply  # a refused graph comes back with node errors
+    prompt_id = reply["prompt_id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new = {k: v for k, v in _history(url).items() if k not in before}
-        done = [v for v in new.values() if v.get("status", {}).get("completed") is not None]
-        if done:
-            entry = done[0]
+        entry = _get(f"{url}/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
             assert entry["status"]["status_str"] == "success", entry["status"]
             images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
             assert images, entry["outputs"]
@@ -55,11 +77,11 @@ def run_from_the_button(browser, timeout: float = 300) -> dict:
                         "([id, name]) => (window.app.nodeOutputs?.[id]?.images || [])"
                         ".some(i => i.filename === name)",
                         arg=[node_id, image["filename"]],
-                        timeout=30_000,
+                        timeout=60_000,
                     )
             return entry
         time.sleep(0.3)
-    raise TimeoutError("the run did not finish")
+    raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout} s")
 
 
 def _pixels(url: str, image: dict) -> np.ndarray:
@@ -79,7 +101,7 @@ def _saved_images(browser, entry: dict) -> list[np.ndarray]:
 
 
 def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("name", QUICK)
@@ -95,9 +117,11 @@ def _quick_values(browser, seed_shift: int = 0, kernel: int | None = None) -> No
         """([kernel]) => {
           for (const n of window.app.graph._nodes || window.app.graph.nodes) {
             for (const w of n.widgets || []) {
-              if (n.type === 'EmptyLatentImage' && (w.name === 'width' || w.name === 'height')) w.value = 64;
+              const size = w.name === 'width' || w.name === 'height';
+              if (n.type === 'EmptyLatentImage' && size) w.value = 64;
               if (w.name === 'steps') w.value = 8;
-              if (kernel !== null && n.type === 'FaceDiffuserSNFSettings' && w.name === 'kernel_size') w.value = kernel;
+              const snf = n.type === 'FaceDiffuserSNFSettings';
+              if (kernel !== null && snf && w.name === 'kernel_size') w.value = kernel;
             }
           }
         }""",

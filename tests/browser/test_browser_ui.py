@@ -70,7 +70,8 @@ def test_the_template_browser_shows_each_template_with_its_thumbnail(fresh):
 def _people_sockets(browser, node_id: int) -> list[list]:
     return browser.js(
         "(id) => window.app.graph.getNodeById(id).inputs"
-        ".filter(i => i.name.includes('person_')).map(i => [i.name, i.label ?? null, i.link ?? null])",
+        ".filter(i => i.name.includes('person_'))"
+        ".map(i => [i.name, i.label ?? null, i.link ?? null])",
         node_id,
     )
 
@@ -85,8 +86,10 @@ def test_the_people_list_grows_and_shrinks_as_people_are_connected(fresh):
     ids = fresh.js(
         """() => {
           const g = window.app.graph, made = [];
-          for (const [type, x] of [['FaceDiffuserSubjectEncode', 500], ['LoadImage', 50], ['LoadImage', 50]]) {
-            const n = window.LiteGraph.createNode(type); n.pos = [x, 100 + 350 * made.length]; g.add(n); made.push(n.id);
+          const kinds = [['FaceDiffuserSubjectEncode', 500], ['LoadImage', 50], ['LoadImage', 50]];
+          for (const [type, x] of kinds) {
+            const n = window.LiteGraph.createNode(type);
+            n.pos = [x, 100 + 350 * made.length]; g.add(n); made.push(n.id);
           }
           return made;
         }"""
@@ -100,10 +103,15 @@ def test_the_people_list_grows_and_shrinks_as_people_are_connected(fresh):
     fresh.js(connect, [first, encode, "people.person_1"])
     fresh.page.wait_for_timeout(300)
     grown = _people_sockets(fresh, encode)
-    assert [s[:2] for s in grown] == [["people.person_1", "person_1"], ["people.person_2", "person_2"]]
+    assert [s[:2] for s in grown] == [
+        ["people.person_1", "person_1"],
+        ["people.person_2", "person_2"],
+    ]
     fresh.js(connect, [second, encode, "people.person_2"])
     fresh.page.wait_for_timeout(300)
-    assert [s[0] for s in _people_sockets(fresh, encode)] == [f"people.person_{i}" for i in (1, 2, 3)]
+    assert [s[0] for s in _people_sockets(fresh, encode)] == [
+        f"people.person_{i}" for i in (1, 2, 3)
+    ]
     fresh.js(
         "(to) => { const t = window.app.graph.getNodeById(to);"
         " t.disconnectInput(t.inputs.findIndex(i => i.name === 'people.person_2')); }",
@@ -121,7 +129,8 @@ def test_a_help_page_opens_from_the_selected_node_without_a_404(fresh, node_id):
     fresh.js("() => window.app.graph.clear()")
     fresh.js(
         "(t) => { const n = window.LiteGraph.createNode(t); n.pos = [400, 300];"
-        " window.app.graph.add(n); window.app.canvas.selectNode(n); window.app.canvas.setDirty(true, true); }",
+        " window.app.graph.add(n); window.app.canvas.selectNode(n);"
+        " window.app.canvas.setDirty(true, true); }",
         node_id,
     )
     button = page.locator("[data-testid=info-button]").first

@@ -33,11 +33,13 @@ def test_loads_with_every_value_and_link_as_saved(fresh, case, path, api):
     assert got == expected
     for node_id, temperature in kept.items():  # hard mode: the temperature is kept
         widgets = state["nodes"][node_id]["widgets"]
-        shown = widgets.get("temperature", state["nodes"][node_id]["properties"].get(TEMPERATURE_PROPERTY))
+        shown = widgets.get(
+            "temperature", state["nodes"][node_id]["properties"].get(TEMPERATURE_PROPERTY)
+        )
         assert shown == pytest.approx(temperature), (node_id, state["nodes"][node_id])
     # the people: one socket per person, no duplicate, no unremovable leftover
     people_list = _host_has_people_list(fresh)
-    for node_id, node in state["nodes"].items():
+    for node in state["nodes"].values():
         if node["type"] not in PEOPLE:
             continue
         sockets = [i for i in node["inputs"] if "person_" in i["name"]]

@@ -135,9 +135,7 @@ class ComfyServer:
     Only flags that the checkout's ``comfy/cli_args.py`` defines are passed.
     """
 
-    def __init__(
-        self, comfy_dir: Path, python: Path, base: Path, models: Path, pack: Path = ROOT
-    ):
+    def __init__(self, comfy_dir: Path, python: Path, base: Path, models: Path, pack: Path = ROOT):
         self.comfy_dir, self.python, self.base, self.models = comfy_dir, python, base, models
         for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
             (base / sub).mkdir(parents=True, exist_ok=True)
