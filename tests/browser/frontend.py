@@ -136,6 +136,7 @@ class Browser:
             viewport={"width": 1600, "height": 1000}, locale=self.locale or "en-US"
         )
         self.page = context.new_page()
+        self.page.set_default_timeout(120_000)  # a loaded 2-core machine is slow
         self.page.on("console", self._on_console)
         self.page.on(
             "pageerror", lambda e: self.console.append({"type": "pageerror", "text": str(e)})
@@ -151,7 +152,7 @@ class Browser:
         return self
 
     def reload(self) -> None:
-        self.page.goto(self.url)
+        self.page.goto(self.url, timeout=180_000)
         self.page.wait_for_function(READY, timeout=180_000)
         self.page.wait_for_timeout(500)
 

@@ -24,7 +24,7 @@ OLD = "2026-11-22-v1"  # 0.1 as first released
 
 
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as reply:
+    with urllib.request.urlopen(url, timeout=120) as reply:
         return json.load(reply)
 
 
@@ -32,7 +32,7 @@ def _post(url: str, payload: dict) -> None:
     request = urllib.request.Request(
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
-    urllib.request.urlopen(request, timeout=30).read()
+    urllib.request.urlopen(request, timeout=120).read()
 
 
 def _idle(url: str, timeout: float = 300) -> None:
@@ -86,7 +86,7 @@ def run_from_the_button(browser, timeout: float = 600) -> dict:
 
 def _pixels(url: str, image: dict) -> np.ndarray:
     query = urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")})
-    with urllib.request.urlopen(f"{url}/view?{query}", timeout=30) as reply:
+    with urllib.request.urlopen(f"{url}/view?{query}", timeout=120) as reply:
         return np.asarray(Image.open(io.BytesIO(reply.read())).convert("RGB"))
 
 

@@ -27,7 +27,7 @@ def _library_folder(browser, folder: str) -> str:
             "() => window.app.extensionManager.command"
             ".execute('Workspace.ToggleSidebarTab.node-library')"
         )
-    item.wait_for(timeout=20_000)
+    item.wait_for(timeout=90_000)
     item.click()
     page.wait_for_timeout(800)
     texts = page.locator("[role=tree]").evaluate_all("els => els.map(e => e.textContent)")
@@ -56,7 +56,7 @@ def test_the_template_browser_shows_each_template_with_its_thumbnail(fresh):
     page = fresh.page
     page.wait_for_timeout(1500)
     category = page.get_by_text("facediffuser", exact=True).first
-    category.wait_for(timeout=20_000)
+    category.wait_for(timeout=90_000)
     category.click()
     page.wait_for_timeout(2500)
     text = page.locator("[role=dialog]").first.inner_text()
@@ -139,12 +139,12 @@ def test_a_help_page_opens_from_the_selected_node_without_a_404(fresh, node_id):
     except Exception:
         pytest.skip("this frontend has no node info button in the selection toolbox")
     start = len(fresh.requests)
-    with page.expect_response(lambda r: f"/docs/{node_id}" in r.url, timeout=20_000) as first:
+    with page.expect_response(lambda r: f"/docs/{node_id}" in r.url, timeout=90_000) as first:
         button.click()
     assert first.value.url.endswith(f"/docs/{node_id}/en.md") and first.value.status == 200
     # the page's first sentence is shown
     body = (ROOT / "web" / "docs" / node_id / "en.md").read_text().split("\n\n")[1]
-    page.get_by_text(" ".join(body.split()[:4]), exact=False).first.wait_for(timeout=20_000)
+    page.get_by_text(" ".join(body.split()[:4]), exact=False).first.wait_for(timeout=90_000)
     asked = [u for u in fresh.requests[start:] if "/docs/" in u and node_id in u]
     assert asked and all(u.endswith(f"/docs/{node_id}/en.md") for u in asked), asked
     missing = [f for f in fresh.failed_requests if "/extensions/facediffuser/" in f]
