@@ -136,7 +136,7 @@ def _check_pack_is_found(comfy_dir: Path, python: Path, tmp: Path) -> dict:
     (tmp / "models").mkdir(exist_ok=True)
     server = _ManagedServer(comfy_dir, python, comfy_dir, tmp / "models")
     start = time.monotonic()
-    server.start()
+    server.start(timeout=900)  # the first start after an install compiles and checks a lot
     started = time.monotonic() - start
     try:
         info = json.loads(_get(f"{server.url}/object_info")[1])
