@@ -65,7 +65,7 @@ def comfy(tmp_path_factory):
     server = ComfyServer(comfy_dir, python, tmp_path_factory.mktemp("base"), folder / "models")
     for image in (folder / "input").iterdir():
         shutil.copy(image, server.base / "input" / image.name)
-    server.start()
+    server.start(timeout=900)  # a busy 2-core machine starts ComfyUI slowly
     try:
         yield {"url": server.url, "version": comfyui_version(comfy_dir), "server": server}
     finally:
