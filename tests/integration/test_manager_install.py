@@ -215,8 +215,13 @@ def test_the_manager_installs_the_pack_from_its_git_url(fresh_comfyui, git_url, 
     difference = _difference(before, after)
     assert "torch" not in difference["changed"] and "torch" not in difference["removed"]
     onnx = _onnxruntime(python)
+    # how the Manager ran each requirements.txt line (pip or uv, one command per line)
+    commands = [
+        line.split("EXECUTE => ", 1)[1] for line in out.splitlines() if "EXECUTE =>" in line
+    ]
     found = _check_pack_is_found(comfy_dir, python, tmp_path)
-    _report(comfy_dir, "git", {"found": found, "environment": difference, "onnxruntime": onnx})
+    report = {"found": found, "environment": difference, "onnxruntime": onnx}
+    _report(comfy_dir, "git", {**report, "commands": commands})
 
 
 def test_the_registry_archive_installs_the_same_pack(fresh_comfyui, tmp_path):
