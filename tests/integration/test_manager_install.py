@@ -204,7 +204,7 @@ def _report(comfy_dir: Path, name: str, data: dict) -> None:
 def test_the_manager_installs_the_pack_from_its_git_url(fresh_comfyui, git_url, tmp_path):
     comfy_dir, python = fresh_comfyui
     before = _packages(python)
-    env = {**os.environ, "COMFYUI_PATH": str(comfy_dir), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "COMFYUI_PATH": str(comfy_dir), "PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
     env.pop("PYTHONPATH", None)
     start = time.monotonic()
     out = _run([*_cm_cli(python), "install", git_url], env=env, cwd=comfy_dir)
