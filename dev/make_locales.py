@@ -9,7 +9,13 @@ them as node titles, descriptions and slot tooltips. The English file is written
 ``/object_info`` (what the nodes themselves declare, V1 or V3 alike), never by hand; the
 other languages use ``dev/translations/<lang>.json``, a memory from English text to the
 translation, so a changed English string shows up as untranslated (listed when this runs)
-instead of keeping a stale translation. Development only (kept out of the published pack).
+instead of keeping a stale translation. A language ships complete or not at all: node and
+input names, tooltips and the help pages (web/docs/<NodeId>/<lang>.md) together; none but
+English does now (docs/compatibility.md says why).
+
+It also writes ``web/docs/<NodeId>.md``, a copy of the English help page: the frontend asks
+for ``docs/<NodeId>/<locale>.md`` first and falls back to ``docs/<NodeId>.md`` for the
+locales the pack does not have. Development only (kept out of the published pack).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from facediffuser_core.node_names import PACK_PREFIX  # noqa: E402
 FIXTURE = ROOT / "tests" / "fixtures" / "comfyui" / "object_info_pack.json"
 LOCALES = ROOT / "locales"
 TRANSLATIONS = ROOT / "dev" / "translations"
+HELP = ROOT / "web" / "docs"
 CATEGORY = "Face-diffuser"
 
 
@@ -127,6 +134,14 @@ def write(path: Path, data: dict) -> None:
     print(f"wrote {path.relative_to(ROOT)}")
 
 
+def write_help_fallbacks() -> None:
+    """web/docs/<NodeId>.md = web/docs/<NodeId>/en.md, for the locales without a page."""
+    for page in sorted(HELP.glob("*/en.md")):
+        fallback = HELP / f"{page.parent.name}.md"
+        fallback.write_text(page.read_text(encoding="utf-8"), encoding="utf-8")
+        print(f"wrote {fallback.relative_to(ROOT)}")
+
+
 def main(argv: list[str]) -> int:
     source = argv[1] if len(argv) > 1 else None
     info = pack_nodes(read_object_info(source))
@@ -135,6 +150,7 @@ def main(argv: list[str]) -> int:
     defs = node_defs(info)
     write(LOCALES / "en" / "nodeDefs.json", defs)
     write(LOCALES / "en" / "main.json", {"nodeCategories": {CATEGORY: CATEGORY}})
+    write_help_fallbacks()
     status = 0
     for memory_file in sorted(TRANSLATIONS.glob("*.json")):
         lang = memory_file.stem

@@ -170,7 +170,9 @@ def blueprint(cnr_id: str, version: str) -> dict:
                 1,
                 BLUEPRINT_ID,
                 BLUEPRINT.stem,
-                place=([0, 0], [320, 360], 0),
+                # as tall as its slot, the photo choice and the upload button (the frontend
+                # grows a node that is too small, never shrinks one that is too large)
+                place=([0, 0], [320, 130], 0),
                 inputs=[
                     {"name": "face_analysis", "type": "FACEDIFFUSER_FACE_ANALYSIS", "link": None}
                 ],

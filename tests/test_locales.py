@@ -1,9 +1,10 @@
-"""The i18n files (locales/<lang>/) and help pages (web/docs/) cover every node.
+"""The i18n files (locales/<lang>/) and help pages (web/docs/<NodeId>/<lang>.md) cover every node.
 
 The node ids come from ``facediffuser_core/node_names.py`` (what the schemas use), the inputs
 and outputs from a real ComfyUI's ``/object_info`` saved by dev/make_locales.py (one shape for
 V1 and V3). The English strings must be exactly what dev/make_locales.py writes from that
-fixture (generated, never edited by hand); each other language must translate every string.
+fixture (generated, never edited by hand); each other language must translate every string
+and every help page (a language is complete or absent; only English ships now).
 The live server is checked in tests/integration/test_comfyui_registry.py.
 """
 
@@ -56,7 +57,7 @@ def test_english_is_generated_from_the_node_definitions():
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_each_locale_lists_every_node_input_and_output(lang):
-    assert {"en", "fr"} <= set(LANGS)
+    assert "en" in LANGS
     defs = _load(lang, "nodeDefs.json")
     assert set(defs) == node_ids_in_source()
     for node_id, entry in defs.items():
@@ -83,11 +84,30 @@ def test_other_languages_translate_every_string():
         missing: set[str] = set()
         assert _load(lang, "nodeDefs.json") == generator.translate(english, memory, missing)
         assert not missing, f"{lang}: untranslated {sorted(missing)[:3]}"
+        for node_id in node_ids_in_source():
+            assert (ROOT / "web" / "docs" / node_id / f"{lang}.md").is_file(), (lang, node_id)
+
+
+def test_help_pages_are_where_the_frontend_asks_first():
+    """docs/<NodeId>/<locale>.md for each shipped language, docs/<NodeId>.md (a copy of the
+    English page) for the others: no 404 before a page of a shipped language."""
+    for node_id in node_ids_in_source():
+        english = ROOT / "web" / "docs" / node_id / "en.md"
+        fallback = ROOT / "web" / "docs" / f"{node_id}.md"
+        assert fallback.read_text(encoding="utf-8") == english.read_text(encoding="utf-8"), (
+            "run python dev/make_locales.py"
+        )
+    shipped = {p.name for p in (ROOT / "web" / "docs").iterdir() if p.is_dir()}
+    assert shipped == node_ids_in_source()
+    languages = {
+        p.stem for d in (ROOT / "web" / "docs").iterdir() if d.is_dir() for p in d.glob("*.md")
+    }
+    assert languages == set(LANGS), "a help page language without its locale, or the reverse"
 
 
 @pytest.mark.parametrize("node_id", sorted(node_ids_in_source()))
 def test_every_node_has_a_help_page(node_id):
-    page = ROOT / "web" / "docs" / f"{node_id}.md"
+    page = ROOT / "web" / "docs" / node_id / "en.md"
     assert page.is_file(), page
     text = page.read_text(encoding="utf-8")
     for section in ("## Inputs", "## Outputs", "## Errors", "## Example"):

@@ -125,7 +125,9 @@ def to_ui(api: dict, object_info: dict) -> dict:
                     source, slot = value[0], value[1]
                     links.append([link, int(source), slot, int(node_id), len(inputs), spec[0]])
                     outputs[(source, slot)].append(link)
-                inputs.append({"name": name, "type": spec[0], "link": link})
+                label = {"label": name.split(".", 1)[1]} if name.startswith("people.") else {}
+                # a list socket is labelled as the growing list labels it (person_N)
+                inputs.append({"name": name, **label, "type": spec[0], "link": link})
         slots = max(len(inputs), len(info["output"]))
         height = 40 + 22 * slots + 26 * len(widgets)
         height += 110 if "multiline" in str(info) else 0

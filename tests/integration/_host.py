@@ -129,19 +129,19 @@ def install_requirements_like_the_manager(python: Path) -> None:
 class ComfyServer:
     """One ComfyUI process with its own base directory, on a free loopback port.
 
-    ``base`` gets custom_nodes/ (this repository linked in as ``facediffuser``), input/,
-    output/, temp/ and user/; ``models`` is a folder whose sub-folders (checkpoints,
+    ``base`` gets custom_nodes/ (this repository, or ``pack``, linked in as ``facediffuser``),
+    input/, output/, temp/ and user/; ``models`` is a folder whose sub-folders (checkpoints,
     facediffuser, insightface, ...) are registered through an extra_model_paths.yaml.
     Only flags that the checkout's ``comfy/cli_args.py`` defines are passed.
     """
 
-    def __init__(self, comfy_dir: Path, python: Path, base: Path, models: Path):
+    def __init__(self, comfy_dir: Path, python: Path, base: Path, models: Path, pack: Path = ROOT):
         self.comfy_dir, self.python, self.base, self.models = comfy_dir, python, base, models
         for sub in ("custom_nodes", "input", "output", "temp", "user", "models"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         link = base / "custom_nodes" / PACK_NAME
         if not link.exists():
-            link.symlink_to(ROOT, target_is_directory=True)
+            link.symlink_to(pack, target_is_directory=True)
         self.flags = (comfy_dir / "comfy" / "cli_args.py").read_text()
         lines = ["tiny:", f"  base_path: {models}"]
         lines += [f"  {d.name}: {d.name}" for d in sorted(models.iterdir()) if d.is_dir()]
