@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -187,17 +188,19 @@ def _checked_photo(path: str, stamp: tuple[int, int]) -> str | None:
     """Why the image at ``path`` cannot be used (None: it can). Reads its header only."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        return f"cannot be read as an image ({type(exc).__name__}): use a PNG, JPEG or WebP"
     limit = Image.MAX_IMAGE_PIXELS
+    too_large = f"more than the {(limit or 0) / 1e6:.0f} megapixels an image may have: resize it"
+    try:
+        with warnings.catch_warnings():  # over the limit is refused below, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        return f"has {too_large}"
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        return f"cannot be read as an image ({type(exc).__name__}): use a PNG, JPEG or WebP"
     if limit and width * height > limit:
-        return (
-            f"is {width}x{height} pixels, more than the {limit / 1e6:.0f} megapixels an image "
-            "may have: resize it"
-        )
+        return f"is {width}x{height} pixels, {too_large}"
     return None
 
 

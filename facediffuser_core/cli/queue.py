@@ -48,9 +48,9 @@ def check_queue_options(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """``facediffuser queue``: build the rows from the options / batch file and run them."""
     urls = check_queue_options(args)
+    out = check_output_folder(args.out)
     needed = None if args.workflow else SHIPPED_NEEDS
     rows = rows_from(args, args.batch, needed=needed)
-    out = check_output_folder(args.out)
     options = QueueOptions(
         servers=urls,
         out=out,
