@@ -206,20 +206,34 @@ def _checked_photo(path: str, stamp: tuple[int, int]) -> str | None:
 
 def check_photo(path: Path, shown: str) -> None:
     """ValueError unless ``path`` is an image file within the size limit."""
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "not found"
-        raise ValueError(f"reference image {shown!r} {what} (looked at {path})")
-    stat = path.stat()
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    try:
+        stat = path.stat() if path.is_file() else None
+        folder = stat is None and path.is_dir()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise ValueError(
+            f"reference image {shown!r} cannot be opened ({exc.strerror or exc})"
+        ) from None
+    if stat is None:
+        what = "is a folder" if folder else f"not found (looked at {path})"
+        raise ValueError(f"reference image {shown!r} {what}")
     problem = _checked_photo(str(path), (stat.st_size, stat.st_mtime_ns))
     if problem:
         raise ValueError(f"reference image {shown!r} {problem}")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _person(value: str, base: Path) -> str | list[str]:
     """One person's cell: ``a.png`` or ``a.png,b.png`` (several photos) -> checked paths."""
     whole = value.strip()
     single = Path(whole).expanduser()
-    if whole and (single if single.is_absolute() else base / single).is_file():
+    if whole and _exists(single if single.is_absolute() else base / single):
         parts = [whole]
     else:
         parts = [v.strip() for v in whole.split(",")]

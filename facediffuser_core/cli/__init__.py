@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FaceDiffuserError as exc:
         if args.debug:
             raise
-        print(f"facediffuser: error: {exc}", file=sys.stderr)
+        # a path or prompt typed in another encoding holds surrogates: shown escaped
+        text = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"facediffuser: error: {text}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         message = missing_package_message(exc.name or "")

@@ -78,7 +78,9 @@ class LocalPool:
             yield job, Rendered(images, time.perf_counter() - t0, "local")
 
     def close(self) -> None:
-        self.renderer = None
+        close = getattr(self.renderer, "close", None)
+        if close is not None:
+            close()
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class Renderer:
 
         from ..cli.models import DTYPES, open_pipeline
 
+        self.threads = torch.get_num_threads()  # this process's, given back by close()
         if models.device == "cpu":
             torch.set_num_threads(max(1, models.threads))
         self.models = models
@@ -120,6 +121,12 @@ class Renderer:
         request = check_request(settings, people, self.pipe.vae_scale_factor)
         result = self.pipe.generate(request, progress=False)
         return [png_bytes(image) for image in result.images]
+
+    def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.pipe = None
 
 
 def task_for(entry: str, key: str, settings: Mapping[str, Any], photos: Sequence) -> Task:
