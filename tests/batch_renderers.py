@@ -12,6 +12,17 @@ from pathlib import Path
 from facediffuser_core.cluster.render import Models, Task
 
 
+def portraits(folder: Path) -> tuple[Path, Path]:
+    """Two small photos, him.png and her.png, in ``folder`` (no face in them: the fake
+    server and the batch model only look at files)."""
+    from PIL import Image
+
+    him, her = folder / "him.png", folder / "her.png"
+    Image.new("RGB", (32, 32), (200, 150, 120)).save(him)
+    Image.new("RGB", (32, 32), (120, 150, 200)).save(her)
+    return him, her
+
+
 def seed_png(task: Task) -> bytes:
     """A deterministic picture of a row without models: its seed and prompt as colours."""
     from PIL import Image

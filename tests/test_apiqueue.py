@@ -29,6 +29,7 @@ from facediffuser_core.cli import main
 from facediffuser_core.errors import InputError
 
 pytest.importorskip("aiohttp")
+from tests.batch_renderers import portraits  # noqa: E402
 from tests.fake_comfy_server import FakeComfy, fixture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,11 @@ def _quiet_aiohttp():
 
 
 @pytest.fixture()
+def refs(tmp_path):
+    return portraits(tmp_path)
+
+
+@pytest.fixture()
 def fake():
     server = FakeComfy()
     yield server
@@ -57,16 +63,6 @@ def two_fakes():
     yield servers
     for server in servers:
         server.close()
-
-
-@pytest.fixture()
-def refs(tmp_path):
-    him, her = tmp_path / "him.png", tmp_path / "her.png"
-    from PIL import Image
-
-    Image.new("RGB", (32, 32), (200, 150, 120)).save(him)
-    Image.new("RGB", (32, 32), (120, 150, 200)).save(her)
-    return him, her
 
 
 def options(tmp_path, servers, **kw) -> aq.QueueOptions:

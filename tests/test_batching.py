@@ -24,16 +24,12 @@ from facediffuser_core.batching import (
 from facediffuser_core.batching import manifest as batch_manifest
 from facediffuser_core.errors import InputError
 from facediffuser_core.ranges import LATENT_SIZE, NUMBERS
+from tests.batch_renderers import portraits
 
 
 @pytest.fixture()
 def refs(tmp_path):
-    from PIL import Image
-
-    him, her = tmp_path / "him.png", tmp_path / "her.png"
-    Image.new("RGB", (32, 32), (200, 150, 120)).save(him)
-    Image.new("RGB", (32, 32), (120, 150, 200)).save(her)
-    return him, her
+    return portraits(tmp_path)
 
 
 def huge_png(path, width: int = 20000, height: int = 20000) -> None:

@@ -14,16 +14,17 @@ Modules, lowest layer first (each imports only earlier ones): ``graph`` (API gra
 :class:`QueueError`), ``people`` and ``settings`` (settings by meaning), ``rejections``
 (readable server errors), ``client`` (HTTP), ``listener`` (``/ws``), ``limits`` (ranges
 from ``/object_info``), ``plan`` (rows -> jobs, resume), ``server`` (one server's state and
-retried calls), ``slot`` (one job through a server), ``dispatch`` (the run,
-:func:`run_queue`). The command is ``facediffuser_core.cli.queue``. It imports no torch;
-the engine never imports it.
+retried calls), ``slot`` (one job through a server), ``ledger`` (what a run records and
+prints), ``dispatch`` (the run, :func:`run_queue`). The command is
+``facediffuser_core.cli.queue``. It imports no torch; the engine never imports it.
 """
 
 from __future__ import annotations
 
 from .client import DEFAULT_SERVER, ComfyClient, PromptRejected, ServerUnreachable, server_url
-from .dispatch import QueueOptions, QueueResult, run_queue, summary
+from .dispatch import QueueOptions, run_queue
 from .graph import TARGETS, QueueError, load_workflow
+from .ledger import QueueResult, summary
 from .limits import pack_limits, server_limits, with_pack_limits
 from .people import person_chains
 from .plan import WORKFLOW_DIR, shipped_workflow, upload_name

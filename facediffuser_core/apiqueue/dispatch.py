@@ -1,26 +1,24 @@
-"""The dispatcher: it hands each job to the least busy server with a free slot, records
-every outcome in the manifest, and stops cleanly (:func:`run_queue`).
+"""The dispatcher: it hands each job to the least busy server with a free slot, passes
+every outcome to the ledger, and stops cleanly (:func:`run_queue`).
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..batching.manifest import MANIFEST, FileDigests, Manifest, RunResult, now
+from ..batching.manifest import FileDigests, now
 from ..batching.model import Row
 from .client import DEFAULT_SERVER, ServerUnreachable, server_url
 from .graph import QueueError
+from .ledger import Ledger, QueueResult
 from .listener import Listener, websocket_available
 from .plan import Job, Plan, Planner, make_plan
 from .server import Retries, Server
@@ -46,28 +44,21 @@ class QueueOptions:
     progress: bool = True
 
 
-@dataclass
-class QueueResult(RunResult):
-    servers: dict[str, dict] = field(default_factory=dict)  # per server: counts, throughput
-
-
-def host(url: str) -> str:
-    return urllib.parse.urlsplit(url).netloc or url
-
-
 class Dispatcher:
     """One run of the queue; see :func:`run_queue`."""
 
     def __init__(self, options: QueueOptions, log: Callable[[str], None] | None = None):
         self.options = options
-        self.out = Path(options.out)
-        self.manifest = Manifest(self.out)
+        self.ledger = Ledger(Path(options.out), log)
+        self.manifest, self.result, self.log = (
+            self.ledger.manifest,
+            self.ledger.result,
+            self.ledger.log,
+        )
         self.digests = FileDigests()
         self.stop = threading.Event()
         self.outcomes: queue.Queue[Outcome] = queue.Queue()
-        self.result = QueueResult(manifest=self.manifest.path)
         self.client_id = "facediffuser-queue-" + uuid.uuid4().hex[:12]
-        self._log, self.bar = log, None
         urls = list(dict.fromkeys(server_url(u) for u in options.servers)) or [DEFAULT_SERVER]
         retries = Retries(
             options.retries, options.backoff, options.backoff_max, options.request_timeout
@@ -79,19 +70,6 @@ class Dispatcher:
         self.waiting: dict[str, deque[Job]] = {s.url: deque() for s in self.servers}
         self.open = 0  # jobs not finished yet
 
-    # ------------------------------------------------------------ output
-
-    def log(self, text: str, stream: Any = None) -> None:
-        if self._log is not None:
-            self._log(text)
-        elif self.bar is not None:
-            self.bar.write(text, file=stream or sys.stderr)
-        else:
-            print(text, file=stream or sys.stderr, flush=True)
-
-    def say(self, text: str) -> None:
-        self.log(text, sys.stdout)
-
     # ------------------------------------------------------------ the run
 
     def run(self, rows: Sequence[Row], workflow: str | os.PathLike | None) -> QueueResult:
@@ -101,13 +79,12 @@ class Dispatcher:
         urls = {s.url for s in self.servers if s.alive}
         single = len(rows) == 1 and not rows[0].line
         plan = make_plan(rows, self.manifest, planner, urls, single=single)
-        self._report(plan)
+        self.ledger.planned(plan)
         self._start(plan)
         try:
             self._loop()
         except KeyboardInterrupt:
-            self.result.interrupted = True
-            self.log("interrupted: stopping (the manifest keeps what finished)")
+            self.result.stopped(self.log)
         finally:
             self._finish(plan, started, t0)
         return self.result
@@ -128,28 +105,13 @@ class Dispatcher:
                 "or pass the right --server"
             )
 
-    def _report(self, plan: Plan) -> None:
-        for key, error in plan.invalid.items():
-            self.result.invalid.append(key)
-            self.say(f"invalid {key}  {error}")
-        for key, error in plan.failed.items():
-            self.result.failed.append(key)
-            self.say(f"failed  {key}  -  {error}")
-        for key in plan.changed:
-            self.log(f"item {key}: its inputs changed since the last run; running it again")
-        self.result.skipped = list(plan.skipped)
-        if plan.skipped:
-            self.say(
-                f"skipped {len(plan.skipped)} item(s) already done (manifest {self.manifest.path})"
-            )
-
     def _start(self, plan: Plan) -> None:
         self.pending.extend(plan.jobs)
         for job in plan.recovering:
             self.waiting[job.server or ""].append(job)
         self.open = len(plan.jobs) + len(plan.recovering)
         settings = SlotSettings(
-            self.out, self.client_id, self.options.poll, self.options.timeout,
+            self.ledger.out, self.client_id, self.options.poll, self.options.timeout,
             self.options.max_attempts,
         )  # fmt: skip
         listen = self.options.websocket and websocket_available()
@@ -168,10 +130,7 @@ class Dispatcher:
                     Slot(server, settings, self.manifest, self.digests, self.outcomes)
                 )
                 self.slots[-1].start()
-        if self.options.progress and self.open:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.open, unit="item", dynamic_ncols=True, file=sys.stderr)
+        self.ledger.console.start(self.open, self.options.progress)
 
     def _loop(self) -> None:
         while self.open > 0 and not self.stop.is_set():
@@ -182,12 +141,19 @@ class Dispatcher:
             try:
                 outcome = self.outcomes.get(timeout=0.1)
             except queue.Empty:
-                self._show_progress()
+                self.ledger.progress(self.servers, self._jobs_on())
                 continue
             self._handle(outcome)
 
     def _busy(self) -> list[Slot]:
         return [slot for slot in self.slots if slot.job is not None]
+
+    def _jobs_on(self) -> dict[str, list[Job]]:
+        """The jobs now on each server (by url)."""
+        jobs: dict[str, list[Job]] = {}
+        for slot in self._busy():
+            jobs.setdefault(slot.server.url, []).append(slot.job)
+        return jobs
 
     # ------------------------------------------------------------ dispatching
 
@@ -216,7 +182,7 @@ class Dispatcher:
             if not able:
                 if not any(s.can_run(job.workflow) for s in self.servers):
                     self.pending.popleft()
-                    self._finish_job(job, None, "failed", self._nowhere(job))
+                    self._failed(job, None, self._nowhere(job))
                     continue
                 return
             best = min(able, key=lambda s: self._load(s.server, loads))
@@ -246,7 +212,7 @@ class Dispatcher:
     def _fail_pending(self) -> None:
         while self.pending:
             job = self.pending.popleft()
-            self._finish_job(job, None, "failed", self._nowhere(job))
+            self._failed(job, None, self._nowhere(job))
 
     # ------------------------------------------------------------ outcomes
 
@@ -254,9 +220,10 @@ class Dispatcher:
         job, server = outcome.job, outcome.slot.server
         outcome.slot.job = None
         if outcome.kind == "done":
-            self._finish_job(job, server, "done", outcome=outcome)
+            self.open -= 1
+            self.ledger.done(job, server, outcome)
         elif outcome.kind == "failed":
-            self._finish_job(job, server, "failed", outcome.message)
+            self._failed(job, server, outcome.message)
         elif outcome.kind == "cannot_run":
             server.cannot_run[job.workflow.name] = outcome.message
             self.log(f"server {server.url} cannot run {job.workflow.name}: {outcome.message}")
@@ -264,7 +231,7 @@ class Dispatcher:
                 self._release(job, f"{server.url} cannot run {job.workflow.name}")
             else:
                 message = f"no server can run {job.workflow.name}: {outcome.message}"
-                self._finish_job(job, server, "failed", message)
+                self._failed(job, server, message)
         elif outcome.kind == "release":
             self._release(job, outcome.message)
         else:  # stopped: recorded when the run ends
@@ -272,53 +239,12 @@ class Dispatcher:
 
     def _release(self, job: Job, reason: str) -> None:
         job.reset()
-        self.manifest.update(job.entry, status="pending", note=reason)
+        self.ledger.released(job, reason)
         self.pending.appendleft(job)
 
-    def _finish_job(
-        self,
-        job: Job,
-        server: Server | None,
-        status: str,
-        message: str = "",
-        outcome: Outcome | None = None,
-    ) -> None:
+    def _failed(self, job: Job, server: Server | None, message: str) -> None:
         self.open -= 1
-        if self.bar is not None:
-            self.bar.update(1)
-        if status == "failed":
-            self.manifest.update(
-                job.entry, status="failed", error=message, finished_at=now(),
-                server=server.url if server else None,
-            )  # fmt: skip
-            self.result.failed.append(job.key)
-            if server is not None:
-                server.stats["failed"] += 1
-            self.say(f"failed  {job.key}  {host(server.url) if server else '-'}  {message}")
-            return
-        assert server is not None and outcome is not None
-        wait_s = time.monotonic() - job.submitted if job.submitted else None
-        record = self.manifest.update(
-            job.entry,
-            status="done",
-            outputs=outcome.paths,
-            finished_at=now(),
-            timings={
-                "submit_s": round(job.submit_s, 3),
-                "wait_s": round(wait_s, 3) if wait_s is not None else None,
-                "execution_s": self.manifest.entries[job.entry].get("execution_s"),
-                "download_s": round(outcome.download_s, 3),
-            },
-        )
-        server.stats["done"] += 1
-        self.result.done.append(job.key)
-        shown = f"{wait_s:5.1f} s" if wait_s is not None else "      "
-        first = str(self.out / outcome.paths[0]) if outcome.paths else "(no images)"
-        more = f" (+{len(outcome.paths) - 1})" if len(outcome.paths) > 1 else ""
-        self.say(
-            f"done    {job.key}  {host(server.url)}  seed {record.get('seed')}  {shown}  "
-            f"{first}{more}"
-        )
+        self.ledger.failed(job, server, message)
 
     # ------------------------------------------------------------ the end
 
@@ -335,71 +261,20 @@ class Dispatcher:
                 self._handle(self.outcomes.get(timeout=0.1))
             except queue.Empty:
                 continue
-        self._record_leftovers()
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        self.result.seconds = time.monotonic() - t0
-        self.result.servers = self._server_report()
-        run = {
-            "started": started,
-            "finished": now(),
-            "executor": "comfyui",
-            "servers": [s.url for s in self.servers],
-            "seconds": round(self.result.seconds, 3),
-            "interrupted": self.result.interrupted,
-            "server_stats": self.result.servers,
-            "invalid": dict(plan.invalid),
-        }
-        self.manifest.add_run(run, servers=self.result.servers)
-
-    def _record_leftovers(self) -> None:
-        """Jobs never started stay pending; jobs on a server stay submitted (a resume
-        collects them) or, with ``interrupt``, are cancelled there."""
         for job in self.pending:
-            self.result.pending.append(job.key)
-            self.manifest.update(job.entry, status="pending")
+            self.ledger.unfinished(job, None, cancel=False)
         for server in self.servers:
             for job in self.waiting[server.url]:
-                self.result.pending.append(job.key)
-                if job.prompt_id is None:
-                    self.manifest.update(job.entry, status="pending")
-                elif self.options.interrupt and server.alive:
-                    try:
-                        server.client.cancel([job.prompt_id])
-                    except ServerUnreachable:
-                        continue
-                    self.manifest.update(job.entry, status="interrupted")
-
-    def _server_report(self) -> dict[str, dict]:
-        minutes = max(self.result.seconds, 1e-6) / 60.0
-        report = {}
-        for server in self.servers:
-            stats = dict(server.stats)
-            stats["execution_s"] = round(stats["execution_s"], 3)
-            stats["items_per_min"] = round(stats["done"] / minutes, 2)
-            listener = self.listeners.get(server.url)
-            stats["websocket"] = bool(listener and listener.ever_connected)
-            if not server.alive:
-                stats["unreachable"] = server.reason
-            report[server.url] = stats
-        return report
-
-    def _show_progress(self) -> None:
-        if self.bar is None:
-            return
-        parts = []
-        for server in self.servers:
-            steps = [server.progress.get(s.job.prompt_id or "") for s in self._busy()]
-            steps = [s for s in steps if s]
-            if not server.alive:
-                parts.append(f"{host(server.url)} down")
-            elif steps:
-                parts.append(f"{host(server.url)} {steps[0][0]}/{steps[0][1]}")
-            else:
-                busy = any(s.server is server for s in self._busy())
-                parts.append(f"{host(server.url)} {'busy' if busy else 'idle'}")
-        self.bar.set_postfix_str(" | ".join(parts), refresh=True)
+                self.ledger.unfinished(job, server, cancel=self.options.interrupt)
+        self.result.seconds = time.monotonic() - t0
+        run = {
+            "started": started,
+            "executor": "comfyui",
+            "servers": [s.url for s in self.servers],
+            "invalid": dict(plan.invalid),
+        }
+        listening = {url: lst.ever_connected for url, lst in self.listeners.items()}
+        self.ledger.close(self.servers, listening, run)
 
 
 def run_queue(
@@ -428,21 +303,5 @@ def _watch(stop: threading.Event, dispatcher: Dispatcher) -> None:
         if dispatcher.stop.is_set():
             return
     if not dispatcher.stop.is_set():
-        dispatcher.result.interrupted = True
-        dispatcher.log("stop requested: stopping (the manifest keeps what finished)")
+        dispatcher.result.stopped(dispatcher.log, "stop requested")
         dispatcher.stop.set()
-
-
-def summary(result: QueueResult, out: Path) -> str:
-    """The lines printed at the end of a run: counts, per-server throughput, manifest."""
-    lines = [result.counts()]
-    for url, stats in result.servers.items():
-        line = (
-            f"  {url}  {stats['done']} done, {stats['failed']} failed, "
-            f"{stats['execution_s']:.1f} s executing, {stats['items_per_min']:.1f} items/min"
-        )
-        if "unreachable" in stats:
-            line += f"  (unreachable: {stats['unreachable']})"
-        lines.append(line)
-    lines.append(f"manifest {Path(out) / MANIFEST}")
-    return "\n".join(lines)

@@ -4,7 +4,7 @@ A server's ``/object_info`` is the truth for that server: the min/max of each in
 setting writes (:data:`.graph.TARGETS`), so a server running another version of the pack
 is honoured; with several servers a row must fit all of them (it may go to any). Where no
 server gave a setting's range (none answered, or none has the node) the pack's own applies
-(:func:`facediffuser_core.batching.model.pack_limits`, from ``ranges.py``), named after the
+(:func:`facediffuser_core.batching.bounds.pack_limits`, from ``ranges.py``), named after the
 pack node input that has it. Each :class:`Limit` names its source, so a refusal says whom
 to believe.
 """
@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..batching.model import Limit, as_number
-from ..batching.model import pack_limits as engine_limits
+from ..batching.bounds import Limit, as_number
+from ..batching.bounds import pack_limits as engine_limits
 from ..node_names import NODE_IDS
 from .graph import TARGETS, input_specs, spec_options
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..batching.bounds import Limit, check_limits
 from ..batching.manifest import FileDigests, Manifest, entry_name, input_digest
-from ..batching.model import Limit, Row, check_limits, regroup
+from ..batching.model import Row, regroup
 from ..errors import FaceDiffuserError
 from ..subject.prompt import MARKER
 from .client import ServerUnreachable

@@ -1,13 +1,17 @@
 """Batches: the rows both batch executors run, and the manifest they keep.
 
-``model`` reads and validates a batch (command line, CSV, JSONL) once into :class:`Row`
-values against the pack's ranges; ``manifest`` is ``OUT/manifest.json``, one format for
+``model`` validates a batch's rows (from the command line, or a CSV or JSONL file read by
+``batchfile``) once into :class:`Row` values; ``bounds`` holds the ranges they keep (the
+pack's, from ``ranges.py``); ``console`` prints a run; ``manifest`` is
+``OUT/manifest.json``, one format for
 ``facediffuser queue`` (ComfyUI servers, :mod:`facediffuser_core.apiqueue`) and
 ``facediffuser batch`` (the headless engine, :mod:`facediffuser_core.cluster`). Torch-free.
 """
 
 from __future__ import annotations
 
+from .batchfile import ALIASES, read_batch
+from .bounds import Limit, check_limits, pack_limits
 from .manifest import (
     MANIFEST,
     MANIFEST_FORMAT,
@@ -18,20 +22,7 @@ from .manifest import (
     entry_name,
     input_digest,
 )
-from .model import (
-    ALIASES,
-    COLUMNS,
-    SETTING_KEYS,
-    Limit,
-    Row,
-    check_limits,
-    command_line_row,
-    option_settings,
-    pack_limits,
-    read_batch,
-    regroup,
-    require,
-)
+from .model import COLUMNS, SETTING_KEYS, Row, command_line_row, option_settings, regroup, require
 
 __all__ = [
     "ALIASES",

@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,11 @@ class RunResult:
         if self.interrupted:
             return 130
         return 1 if (self.failed or self.invalid or self.pending) else 0
+
+    def stopped(self, log: Callable[[str], None], why: str = "interrupted") -> None:
+        """The run was stopped (Ctrl-C, a stop request): it ends cleanly, recording."""
+        self.interrupted = True
+        log(f"{why}: stopping (the manifest keeps what finished)")
 
     def counts(self) -> str:
         """``6 item(s): 4 done, 0 already done, 1 failed, 1 invalid in 3.1 s``."""

@@ -11,134 +11,28 @@ says. Torch-free.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from ..errors import FaceDiffuserError, InputError
-from ..ranges import LATENT_SIZE, NUMBERS
+from ..ranges import LATENT_SIZE
 from ..subject.prompt import MAX_SUBJECTS as MAX_PEOPLE
 from ..subject.prompt import parse_prompt, require_subjects
+from .bounds import FLOAT_KEYS, INT_KEYS, out_of_range, pack_limits, range_message
 
-SETTING_KEYS = (
-    "prompt",
-    "references",
-    "negative",
-    "seed",
-    "steps",
-    "cfg",
-    "scene_end",
-    "fusion_end",
-    "width",
-    "height",
-    "batch_size",
+SETTING_KEYS = tuple(  # a row's settings, in the order the documentation lists them
+    "prompt references negative seed steps cfg scene_end fusion_end width height batch_size".split()
 )
-INT_KEYS = ("seed", "steps", "width", "height", "batch_size")
-FLOAT_KEYS = ("cfg", "scene_end", "fusion_end")
-ALIASES = {
-    "batch": "batch_size",
-    "refs": "references",
-    "reference": "references",
-    "images": "references",
-    "negative_prompt": "negative",
-    "key": "id",
-}
 PERSON_COLUMNS = tuple(f"person_{i}" for i in range(1, MAX_PEOPLE + 1))
 COLUMNS = ("id", *SETTING_KEYS, *PERSON_COLUMNS)
 MAX_PHOTOS = 16  # photos of one person
 GRID = LATENT_SIZE["width"]["step"]  # width and height are multiples of the VAE's factor
-_KEY = re.compile(r"[A-Za-z0-9._-]{1,100}")
-_U64 = 0xFFFFFFFFFFFFFFFF
-
-
-# =========================================================================== ranges
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The range one setting must keep (a missing bound is None), and who says so.
-
-    ``node_id``/``input`` name the node input that has the range (None for the pack's own
-    table in general); ``server`` the server whose ``/object_info`` gave it.
-    """
-
-    setting: str
-    low: float | None
-    high: float | None
-    node_id: str | None = None
-    input: str | None = None
-    server: str | None = None
-
-    @property
-    def source(self) -> str:
-        if self.node_id is None:
-            return "Face-diffuser"
-        where = f"{self.node_id}.{self.input}"
-        if self.server is None:
-            return f"{where} of this Face-diffuser version (no server gave its range)"
-        return f"{where} on server {self.server}"
-
-    def allows(self, value: float) -> bool:
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
-
-    def describe(self) -> str:
-        if self.low is None:
-            return f"at most {show_number(self.high)}"
-        if self.high is None:
-            return f"at least {show_number(self.low)}"
-        return f"{show_number(self.low)} to {show_number(self.high)}"
-
-
-def show_number(number: Any) -> str:
-    if isinstance(number, int):
-        return "2^64-1" if number == _U64 else str(number)
-    return f"{number:g}" if isinstance(number, float) else str(number)
-
-
-def as_number(value: Any) -> float | None:
-    """``value`` if it is an int or float (not a bool), else None."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if ok else None
-
-
-def pack_limits() -> list[Limit]:
-    """Every numeric setting's range in this version of the pack (ranges.py)."""
-    table = {**NUMBERS, **LATENT_SIZE}
-    return [Limit(k, table[k]["min"], table[k]["max"]) for k in (*INT_KEYS, *FLOAT_KEYS)]
-
-
-def out_of_range(
-    settings: Mapping[str, Any], limits: Iterable[Limit]
-) -> tuple[Limit, float] | None:
-    """The first limit a value of ``settings`` breaks, with that value; None if none."""
-    for limit in limits:
-        value = as_number(settings.get(limit.setting))
-        if value is not None and not limit.allows(value):
-            return limit, value
-    return None
-
-
-def range_message(limit: Limit, value: float, name: str | None = None) -> str:
-    return (
-        f"{name or limit.setting} {show_number(value)} is out of range: {limit.source} takes "
-        f"{limit.describe()}; give a value in that range"
-    )
-
-
-def check_limits(settings: Mapping[str, Any], limits: Iterable[Limit]) -> None:
-    """InputError naming the setting, its value, the allowed range and its source."""
-    broken = out_of_range(settings, limits)
-    if broken is not None:
-        raise InputError(range_message(*broken))
 
 
 # =========================================================================== one row
@@ -383,7 +277,7 @@ def require(rows: Sequence[Row], keys: Sequence[str], why: str) -> list[Row]:
     return out
 
 
-# =========================================================================== the sources
+# =========================================================================== the command line
 
 
 def option_settings(values: Mapping[str, Any], base: Path) -> dict[str, Any]:
@@ -413,113 +307,3 @@ def command_line_row(settings: Mapping[str, Any], base: Path) -> Row:
     if row.error:
         raise InputError(row.error)
     return row
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"batch file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        why = "it is a folder" if path.is_dir() else (exc.strerror or str(exc))
-        raise InputError(
-            f"batch file {path} cannot be read ({why}): give a CSV or JSONL file"
-        ) from None
-
-
-def _json_records(text: str) -> list[tuple[int, dict | None, str | None]]:
-    records: list[tuple[int, dict | None, str | None]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            records.append((number, None, f"line {number} is not JSON: {exc}"))
-            continue
-        problem = None if isinstance(obj, dict) else f"line {number} is not a JSON object"
-        records.append((number, obj if problem is None else None, problem))
-    return records
-
-
-def _csv_records(text: str, path: Path) -> list[tuple[int, dict | None, str | None]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    records: list[tuple[int, dict | None, str | None]] = []
-    try:
-        if not reader.fieldnames:
-            raise InputError(f"batch file {path} is empty: write a header row, e.g. id,prompt,seed")
-        for record in reader:
-            number = reader.line_num
-            if None in record:
-                records.append((number, None, f"line {number} has more cells than the header"))
-            elif any((v or "").strip() for v in record.values()):
-                records.append((number, record, None))
-    except csv.Error as exc:
-        raise InputError(
-            f"batch file {path} line {reader.line_num} is not CSV ({exc}): write one row per "
-            "line, quote cells that hold commas"
-        ) from None
-    return records
-
-
-def _column(name: Any) -> str:
-    name = str(name).strip().lower().replace("-", "_").replace(" ", "_")
-    return ALIASES.get(name, name)
-
-
-def _key(raw: Mapping[str, Any], index: int) -> tuple[str, str | None]:
-    """The row's id (default: its number) and what is wrong with the one given."""
-    given = str(raw.get("id") or "").strip()
-    if not given:
-        return f"{index:04d}", None
-    if not _KEY.fullmatch(given) or given.startswith("."):
-        return f"{index:04d}", f"id {given!r} may only use letters, digits, '.', '_' and '-'"
-    return given, None
-
-
-def read_batch(path: str | os.PathLike, defaults: Mapping[str, Any] | None = None) -> list[Row]:
-    """Rows from a CSV (header row) or JSONL (one object per line) batch file.
-
-    Columns: ``id`` (optional; default: the row number), ``prompt``, ``references`` (paths,
-    ';'-separated people in CSV, a list in JSONL; relative to the batch file; one person's
-    several photos ','-separated, or a nested list) or ``person_1`` ... ``person_4``,
-    ``negative``, ``seed``, ``steps``, ``cfg``, ``scene_end``, ``fusion_end``, ``width``,
-    ``height``, ``batch`` (``batch_size``). Empty cells keep ``defaults`` (the command
-    line's, typed) or the executor's. A bad row comes back with ``error`` set; an unknown
-    column or an unreadable file is an InputError.
-    """
-    path = Path(path)
-    text = _read_text(path)
-    is_json = path.suffix.lower() in (".jsonl", ".ndjson") or (
-        path.suffix.lower() != ".csv" and text.lstrip().startswith("{")
-    )
-    records = _json_records(text) if is_json else _csv_records(text, path)
-    if not records:
-        raise InputError(f"batch file {path} has no rows: add one line per prompt")
-    base, defaults = path.resolve().parent, dict(defaults or {})
-    rows: list[Row] = []
-    seen: dict[str, int] = {}
-    for index, (line, record, problem) in enumerate(records, 1):
-        raw = {_column(k): v for k, v in (record or {}).items()}
-        unknown = sorted(k for k in raw if k not in COLUMNS)
-        if unknown:
-            raise InputError(
-                f"batch file {path} line {line}: unknown column(s) {', '.join(unknown)}: known "
-                f"are {', '.join(COLUMNS)} (and 'batch' for batch_size)"
-            )
-        key, bad_key = _key(raw, index)
-        if key in seen:
-            key, bad_key = (
-                f"{index:04d}",
-                f"id {key!r} repeats line {seen[key]}: ids must be unique",
-            )
-        seen.setdefault(key, line)
-        if problem:
-            rows.append(Row(key, line, error=problem))
-        elif bad_key:
-            rows.append(Row(key, line).refused(bad_key))
-        else:
-            rows.append(make_row(key, line, raw, defaults, base))
-    return rows

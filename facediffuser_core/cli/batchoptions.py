@@ -10,23 +10,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..batching.model import command_line_row, option_settings, read_batch, require
+from ..batching.batchfile import read_batch
+from ..batching.model import (
+    SETTING_KEYS,
+    command_line_row,
+    option_settings,
+    require,
+)
 from ..errors import InputError
 from .options import add_reference_option
 from .usage import check_out_folder
 
-ROW_OPTIONS = (
-    "prompt",
-    "negative",
-    "seed",
-    "steps",
-    "cfg",
-    "scene_end",
-    "fusion_end",
-    "width",
-    "height",
-    "batch_size",
-)
+ROW_OPTIONS = tuple(key for key in SETTING_KEYS if key != "references")  # and -r/--ref
 
 
 def add_row_options(parser: argparse.ArgumentParser, out_default: str) -> None:

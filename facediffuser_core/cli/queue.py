@@ -8,8 +8,9 @@ import argparse
 import math
 
 from ..apiqueue.client import DEFAULT_SERVER, server_url
-from ..apiqueue.dispatch import QueueOptions, run_queue, summary
+from ..apiqueue.dispatch import QueueOptions, run_queue
 from ..apiqueue.graph import load_workflow
+from ..apiqueue.ledger import summary
 from ..errors import InputError
 from .batchoptions import add_row_options, check_output_folder, rows_from
 

@@ -6,13 +6,14 @@ skipped, nothing finished is rendered again.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..batching.bounds import check_limits, pack_limits
+from ..batching.console import Console
 from ..batching.manifest import (
     FileDigests,
     Manifest,
@@ -22,7 +23,7 @@ from ..batching.manifest import (
     input_digest,
     now,
 )
-from ..batching.model import Row, check_limits, pack_limits, regroup
+from ..batching.model import Row, regroup
 from ..errors import FaceDiffuserError
 from .render import Models, Renderer, Task, generate_settings, task_for
 
@@ -108,18 +109,8 @@ class Driver:
         self.digests = FileDigests()
         self.result = RunResult(manifest=self.manifest.path)
         self.invalid: dict[str, str] = {}
-        self._log, self.bar = log, None
-
-    def log(self, text: str, stream: Any = None) -> None:
-        if self._log is not None:
-            self._log(text)
-        elif self.bar is not None:
-            self.bar.write(text, file=stream or sys.stderr)
-        else:
-            print(text, file=stream or sys.stderr, flush=True)
-
-    def say(self, text: str) -> None:
-        self.log(text, sys.stdout)
+        self.console = Console(log)
+        self.log, self.say = self.console.log, self.console.say
 
     # ------------------------------------------------------------ planning
 
@@ -175,23 +166,16 @@ class Driver:
     def drive(self, pool: Pool, pending: Sequence[Pending]) -> None:
         """Render ``pending`` in ``pool``, recording each row as it finishes."""
         self.result.pending = [job.row.key for job in pending]
-        if self.options.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=len(pending), unit="item", dynamic_ncols=True, file=sys.stderr)
-            self.bar.set_postfix_str(pool.description)
+        self.console.start(len(pending), self.options.progress, pool.description)
         try:
             for job, outcome in pool.run(pending):
                 self._record(job, outcome)
         finally:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
+            self.console.close()
 
     def _record(self, job: Pending, outcome: Rendered | BaseException) -> None:
         self.result.pending.remove(job.row.key)
-        if self.bar is not None:
-            self.bar.update(1)
+        self.console.advance()
         if not isinstance(outcome, Rendered):
             message = describe(outcome)
             self.manifest.update(job.entry, status="failed", error=message, finished_at=now())
@@ -258,8 +242,7 @@ def run_batch(
             finally:
                 workers.close()
     except KeyboardInterrupt:
-        driver.result.interrupted = True
-        driver.log("interrupted: stopping (the manifest keeps what finished)")
+        driver.result.stopped(driver.log)
     finally:
         driver.finish(started, t0, description)
     return driver.result
