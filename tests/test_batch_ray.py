@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -157,14 +158,16 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def head(tmp_path):
-    """A cluster of its own (``ray start --head --block``), stopped by its process group."""
+def head():
+    """A cluster of its own (``ray start --head --block``) in its own temporary folder (so no
+    other Ray on this machine sees it), stopped by its process group."""
     port = free_port()
     env = {**os.environ, **QUIET, "PYTHONPATH": str(ROOT)}
     ray_bin = Path(sys.executable).parent / "ray"
+    temp = tempfile.mkdtemp(prefix="fdray-", dir="/tmp")  # short: Ray's sockets live there
     proc = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--disable-usage-stats"],
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )  # fmt: skip
     try:
@@ -175,6 +178,7 @@ def head(tmp_path):
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_driver_killed_mid_batch_resumes_and_renders_nothing_twice(
