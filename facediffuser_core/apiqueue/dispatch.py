@@ -50,11 +50,9 @@ class Dispatcher:
     def __init__(self, options: QueueOptions, log: Callable[[str], None] | None = None):
         self.options = options
         self.ledger = Ledger(Path(options.out), log)
-        self.manifest, self.result, self.log = (
-            self.ledger.manifest,
-            self.ledger.result,
-            self.ledger.log,
-        )
+        self.manifest = self.ledger.manifest
+        self.result = self.ledger.result
+        self.log = self.ledger.log
         self.digests = FileDigests()
         self.stop = threading.Event()
         self.outcomes: queue.Queue[Outcome] = queue.Queue()
