@@ -78,14 +78,19 @@ def _check_memory(rows: list, paths: object, device: str, dtype: str) -> None:
     """Refuse a batch whose largest row cannot fit this machine, before loading models."""
     import torch
 
+    from ..ranges import LATENT_SIZE
     from .models import DTYPES
 
     sizes = [r.settings for r in rows if not r.error]
     if sizes:
-        width = max(s.get("width") or 512 for s in sizes)
-        height = max(s.get("height") or 512 for s in sizes)
-        images = max(s.get("batch_size") or 1 for s in sizes)
-        check_memory(paths, width, height, device, getattr(torch, DTYPES[dtype]), images)
+        largest = {
+            key: max(s.get(key) or LATENT_SIZE[key]["default"] for s in sizes)
+            for key in ("width", "height", "batch_size")
+        }
+        dtype_ = getattr(torch, DTYPES[dtype])
+        check_memory(
+            paths, largest["width"], largest["height"], device, dtype_, largest["batch_size"]
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
