@@ -1,12 +1,13 @@
 """The numeric inputs every front end shares: default, minimum, maximum of seed, steps, cfg,
-the stage boundaries (as fractions of the steps) and the fusion and photo settings.
+the stage boundaries (as fractions of the steps) and the fusion and photo settings; and the
+image size and batch of a batch row (:data:`LATENT_SIZE`).
 
 One table, torch-free, keyed by the nodes' input names (:mod:`.node_names`): the ComfyUI
 nodes build their widgets from it, ``facediffuser generate`` and ``evaluate`` check their
-options against it, and the queue client checks a batch against it when no
-server tells its own ranges (``apiqueue/limits.py``; a server's ``/object_info`` wins, so
-a server running another version of the pack is honoured). tests/test_nodes_offline.py
-ties the two.
+options against it, and both batch executors check a batch's rows against it
+(``batching/model.py``; for ``facediffuser queue`` a server's ``/object_info`` wins, so a
+server running another version of the pack is honoured). tests/test_nodes_offline.py ties
+the nodes to it.
 """
 
 from __future__ import annotations
@@ -42,4 +43,13 @@ NUMBERS: dict[str, dict[str, Any]] = {
     OBJECT_RESOLUTION: {"type": "INT", "default": 512, "min": 224, "max": 2048, "step": 8},
     TEMPERATURE: {"type": "FLOAT", "default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01},
     KERNEL_SIZE: {"type": "INT", "default": 4, "min": 1, "max": 15},
+}
+
+# The size and batch of a batch row: ComfyUI's stock Empty Latent Image takes these (its
+# MAX_RESOLUTION, step 8 = the VAE's scale factor, batch 1 to 4096), and the headless engine
+# needs the same multiple of 8.
+LATENT_SIZE: dict[str, dict[str, Any]] = {
+    "width": {"type": "INT", "default": 512, "min": 16, "max": 16384, "step": 8},
+    "height": {"type": "INT", "default": 512, "min": 16, "max": 16384, "step": 8},
+    "batch_size": {"type": "INT", "default": 1, "min": 1, "max": 4096},
 }

@@ -1,12 +1,11 @@
-"""``facediffuser queue``: workflow conversion, settings by meaning, batch files, manifest,
-and the client against an in-process fake ComfyUI that answers with recorded real responses
-(tests/fixtures/comfyui, written by record.py from ComfyUI 0.8.0 with the tiny models),
-including dropped connections, 400s with node errors, execution errors and a restart.
+"""``facediffuser queue``: settings by meaning, rejections, and the client against an
+in-process fake ComfyUI that answers with recorded real responses (tests/fake_comfy_server.py),
+including dropped connections, 400s with node errors, execution errors, a restart, a server
+that goes away, resume and Ctrl-C.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -17,330 +16,38 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
 
 from facediffuser_core import apiqueue as aq
+from facediffuser_core.apiqueue import server as queue_server
+from facediffuser_core.apiqueue import slot as queue_slot
+from facediffuser_core.batching import Row, check_limits
+from facediffuser_core.batching import manifest as batch_manifest
 from facediffuser_core.cli import main
+from facediffuser_core.errors import InputError
 
-aiohttp = pytest.importorskip("aiohttp")
-from aiohttp import web  # noqa: E402
+pytest.importorskip("aiohttp")
+from tests.batch_renderers import portraits  # noqa: E402
+from tests.fake_comfy_server import FakeComfy, fixture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FIX = ROOT / "tests" / "fixtures" / "comfyui"
 API_DIR = ROOT / "workflows" / "api"
-UI_FILES = sorted(p.name for p in (ROOT / "workflows").glob("*.json"))
-PORTRAITS = ["facediffuser_person_1.png", "facediffuser_person_2.png"]
-
-
-def fixture(name: str):
-    return json.loads((FIX / name).read_text())
 
 
 def api(name: str) -> dict:
     return json.loads((API_DIR / name).read_text())
 
 
-# =========================================================================== the fake server
-
-
-def _replace_ids(obj, old: str, new: str):
-    return json.loads(json.dumps(obj).replace(old, new))
-
-
-class FakeComfy:
-    """The ComfyUI endpoints the queue uses, answering from the recorded responses.
-
-    Like ComfyUI, it keeps queue and history in memory (a restart loses both), runs one
-    prompt at a time, replays the recorded websocket messages of a run to the prompt's
-    client id, and validates node classes, model names and uploaded images.
-    """
-
-    def __init__(self, *, exec_time: float = 0.05):
-        self.exec_time = exec_time
-        self.object_info = fixture("object_info.json")
-        self.png = (FIX / "output.png").read_bytes()
-        self.port = 0
-        self.external = 0  # other users' prompts, counted by GET /prompt
-        self.missing_models: set[str] = set()
-        self.drop: dict[tuple[str, str], int] = {}  # (method, first path part) -> count
-        self.drop_after_accept = 0  # queue the prompt, then drop the connection
-        self.paused = False
-        self.received: list[tuple[str, dict]] = []  # every accepted prompt
-        self.info_requests: list[str] = []  # the node class of every GET /object_info/<class>
-        self.interrupts: list[str | None] = []
-        self.deleted: list[str] = []
-        self.uploads: dict[str, bytes] = {}
-        self.counter = 0
-        self._reset()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._call(self._start())
-
-    def _reset(self) -> None:
-        self.queue: deque = deque()
-        self.running = None
-        self.history: dict[str, dict] = {}
-        self.sockets: dict[str, list] = {}
-        self.number = 0
-
-    # ------------------------------------------------------------ lifecycle
-
-    def _call(self, coro, timeout: float = 10):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    async def _start(self) -> None:
-        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 2**20)
-        r = app.router
-        r.add_get("/object_info", self.get_object_info)
-        r.add_get("/object_info/{cls}", self.get_object_info)
-        r.add_post("/prompt", self.post_prompt)
-        r.add_get("/prompt", self.get_prompt)
-        r.add_get("/queue", self.get_queue)
-        r.add_post("/queue", self.post_queue)
-        r.add_get("/history/{pid}", self.get_history)
-        r.add_post("/upload/image", self.upload)
-        r.add_get("/view", self.view)
-        r.add_post("/interrupt", self.interrupt)
-        r.add_get("/ws", self.websocket)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-        self.worker = asyncio.ensure_future(self._execute())
-
-    async def _stop(self) -> None:
-        self.worker.cancel()
-        for sockets in self.sockets.values():
-            for ws in sockets:
-                await ws.close()
-        await self.runner.cleanup()
-
-    def restart(self) -> None:
-        """Like a ComfyUI restart: connections drop, queue and history are gone."""
-        self._call(self._stop())
-        self._reset()
-        self._call(self._start())
-
-    def close(self) -> None:
-        self._call(self._stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    # ------------------------------------------------------------ handlers
-
-    @web.middleware
-    async def _middleware(self, request, handler):
-        key = (request.method, request.path.split("/")[1])
-        if self.drop.get(key, 0) > 0:
-            self.drop[key] -= 1
-            request.transport.close()
-            raise ConnectionResetError("dropped by the test")
-        return await handler(request)
-
-    async def get_object_info(self, request):
-        cls = request.match_info.get("cls")
-        self.info_requests.append(cls or "")
-        if cls is None:
-            return web.json_response(self.object_info)
-        info = self.object_info.get(cls)
-        return web.json_response({cls: info} if info else {})
-
-    def _validate(self, graph: dict):
-        for node_id, node in graph.items():
-            if node["class_type"] not in self.object_info:
-                body = fixture("prompt_400_missing_node.json")
-                body["error"]["message"] = (
-                    f"Cannot execute because node {node['class_type']} does not exist."
-                )
-                body["error"]["details"] = f"Node ID '#{node_id}'"
-                return body
-        template = fixture("prompt_400_node_errors.json")
-        recorded = template["node_errors"]["1"]
-        for node_id, node in graph.items():
-            inputs = node["inputs"]
-            bad = None
-            if node["class_type"].startswith("FaceDiffuserLoad"):
-                if inputs["model_name"] in self.missing_models:
-                    bad = ("model_name", f"model {inputs['model_name']!r} was not found")
-            if node["class_type"] == "LoadImage":
-                if inputs["image"] not in PORTRAITS and inputs["image"] not in self.uploads:
-                    bad = ("image", f"Invalid image file: {inputs['image']}")
-            prompt = inputs.get("prompt")
-            if isinstance(prompt, str) and "REJECT" in prompt:
-                bad = ("prompt", "the test server refuses this prompt")
-            if bad:
-                entry = copy.deepcopy(recorded)
-                entry["class_type"] = node["class_type"]
-                entry["errors"][0]["details"] = f"{bad[0]} - {bad[1]}"
-                entry["errors"][0]["extra_info"]["input_name"] = bad[0]
-                template["node_errors"] = {node_id: entry}
-                return template
-        return None
-
-    async def post_prompt(self, request):
-        body = await request.json()
-        graph = body["prompt"]
-        problem = self._validate(graph)
-        if problem:
-            return web.json_response(problem, status=400)
-        recorded = fixture("prompt_ok.json")
-        prompt_id = str(body.get("prompt_id") or recorded["prompt_id"])
-        self.number += 1
-        extra = {"client_id": body.get("client_id"), "create_time": int(time.time() * 1000)}
-        self.queue.append([self.number, prompt_id, graph, extra, ["31"]])
-        self.received.append((prompt_id, graph))
-        if self.drop_after_accept > 0:
-            self.drop_after_accept -= 1
-            request.transport.close()
-            raise ConnectionResetError("dropped after accepting the prompt")
-        return web.json_response({**recorded, "prompt_id": prompt_id, "number": self.number})
-
-    async def get_prompt(self, request):
-        remaining = len(self.queue) + (self.running is not None) + self.external
-        return web.json_response({"exec_info": {"queue_remaining": remaining}})
-
-    async def get_queue(self, request):
-        running = [self.running] if self.running else []
-        return web.json_response({"queue_running": running, "queue_pending": list(self.queue)})
-
-    async def post_queue(self, request):
-        body = await request.json()
-        for prompt_id in body.get("delete", []):
-            self.deleted.append(prompt_id)
-            self.queue = deque(e for e in self.queue if e[1] != prompt_id)
-        return web.Response()
-
-    async def get_history(self, request):
-        pid = request.match_info["pid"]
-        return web.json_response({pid: self.history[pid]} if pid in self.history else {})
-
-    async def upload(self, request):
-        form = await request.post()
-        field = form["image"]
-        self.uploads[field.filename] = field.file.read()
-        return web.json_response({**fixture("upload_image.json"), "name": field.filename})
-
-    async def view(self, request):
-        name = request.query.get("filename", "")
-        known = {
-            i["filename"]
-            for h in self.history.values()
-            for out in h.get("outputs", {}).values()
-            for i in out.get("images", [])
-        }
-        if name not in known:
-            return web.Response(status=404)
-        return web.Response(body=self.png, content_type="image/png")
-
-    async def interrupt(self, request):
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        self.interrupts.append(body.get("prompt_id"))
-        return web.Response()
-
-    async def websocket(self, request):
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        client = request.query.get("clientId", "")
-        self.sockets.setdefault(client, []).append(ws)
-        await ws.send_str(json.dumps({"type": "status", "data": {"sid": client}}))
-        async for _ in ws:
-            pass
-        return ws
-
-    # ------------------------------------------------------------ execution
-
-    async def _send(self, client: str, message: dict) -> None:
-        for ws in list(self.sockets.get(client, [])):
-            try:
-                await ws.send_str(json.dumps(message))
-            except (ConnectionError, RuntimeError):
-                pass
-
-    async def _execute(self) -> None:
-        recorded = fixture("ws_messages.json")
-        messages = [m for m in recorded["messages"] if m["type"] != "status"]
-        while True:
-            if self.paused or not self.queue:
-                await asyncio.sleep(0.005)
-                continue
-            self.running = self.queue.popleft()
-            number, prompt_id, graph, extra, _ = self.running
-            client = extra.get("client_id") or ""
-            interrupted = False
-            for message in messages:
-                if message["type"] in ("execution_success", "executing") and (
-                    message["data"].get("node") is None
-                ):
-                    continue
-                if prompt_id in self.interrupts:
-                    interrupted = True
-                    break
-                await self._send(client, _replace_ids(message, recorded["prompt_id"], prompt_id))
-                await asyncio.sleep(self.exec_time / len(messages))
-            self.history[prompt_id] = self._entry(graph, prompt_id, number, extra, interrupted)
-            self.running = None
-            kind = self.history[prompt_id]["status"]["status_str"]
-            done = "execution_success" if kind == "success" else "execution_error"
-            await self._send(client, {"type": done, "data": {"prompt_id": prompt_id}})
-            await self._send(
-                client, {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}}
-            )
-
-    def _entry(self, graph, prompt_id, number, extra, interrupted) -> dict:
-        encoders = [k for k, n in graph.items() if n["class_type"] == "FaceDiffuserSubjectEncode"]
-        failing = any("FAIL" in graph[k]["inputs"].get("prompt", "") for k in encoders)
-        if failing or interrupted:
-            recorded = fixture("history_error.json")
-            (old_id,) = recorded
-            entry = _replace_ids(recorded[old_id], old_id, prompt_id)
-            for message in entry["status"]["messages"]:
-                if message[0] == "execution_error":
-                    message[1]["node_id"] = encoders[0]
-            if interrupted:
-                entry["status"]["messages"] = [
-                    ["execution_interrupted", {"prompt_id": prompt_id, "node_id": "20"}]
-                ]
-        else:
-            recorded = fixture("history_success.json")
-            (old_id,) = recorded
-            entry = _replace_ids(recorded[old_id], old_id, prompt_id)
-            outputs = {}
-            for node_id, node in graph.items():
-                if node["class_type"] in ("SaveImage", "PreviewImage"):
-                    self.counter += 1
-                    prefix = node["inputs"].get("filename_prefix", "ComfyUI_temp")
-                    kind = "output" if node["class_type"] == "SaveImage" else "temp"
-                    outputs[node_id] = {
-                        "images": [
-                            {
-                                "filename": f"{prefix}_{self.counter:05d}_.png",
-                                "subfolder": "",
-                                "type": kind,
-                            }
-                        ]
-                    }
-                if node["class_type"] == "FaceDiffuserIdentitySimilarity":
-                    outputs[node_id] = {"text": ["image 1: person 1: 0.00"]}
-            entry["outputs"] = outputs
-        entry["prompt"] = [number, prompt_id, graph, extra, ["31"]]
-        return entry
-
-
 @pytest.fixture(autouse=True)
 def _quiet_aiohttp():
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+
+
+@pytest.fixture()
+def refs(tmp_path):
+    return portraits(tmp_path)
 
 
 @pytest.fixture()
@@ -358,16 +65,6 @@ def two_fakes():
         server.close()
 
 
-@pytest.fixture()
-def refs(tmp_path):
-    him, her = tmp_path / "him.png", tmp_path / "her.png"
-    from PIL import Image
-
-    Image.new("RGB", (32, 32), (200, 150, 120)).save(him)
-    Image.new("RGB", (32, 32), (120, 150, 200)).save(her)
-    return him, her
-
-
 def options(tmp_path, servers, **kw) -> aq.QueueOptions:
     settings = dict(
         servers=[s.url if isinstance(s, FakeComfy) else s for s in servers],
@@ -382,7 +79,7 @@ def options(tmp_path, servers, **kw) -> aq.QueueOptions:
     return aq.QueueOptions(**settings)
 
 
-def items(n: int, refs, **settings) -> list[aq.BatchItem]:
+def items(n: int, refs, **settings) -> list[Row]:
     him, her = refs
     out = []
     for i in range(n):
@@ -393,12 +90,18 @@ def items(n: int, refs, **settings) -> list[aq.BatchItem]:
             "steps": 4,
             **settings,
         }
-        out.append(aq.BatchItem(key=f"item{i:02d}", row=i + 2, settings=values))
+        out.append(Row(key=f"item{i:02d}", line=i + 2, settings=values))
     return out
 
 
-def manifest(tmp_path) -> dict:
-    return json.loads((tmp_path / "out" / "manifest.json").read_text())
+def manifest(tmp_path, out: str = "out") -> dict:
+    return json.loads((tmp_path / out / "manifest.json").read_text())
+
+
+def entry(tmp_path, key: str, out: str = "out") -> dict:
+    """The one manifest entry of row ``key``."""
+    (found,) = [r for r in manifest(tmp_path, out)["entries"].values() if r["id"] == key]
+    return found
 
 
 def submitted_keys(servers) -> list[int]:
@@ -406,70 +109,24 @@ def submitted_keys(servers) -> list[int]:
     return [g["20"]["inputs"]["seed"] for s in servers for _, g in s.received if "20" in g]
 
 
-# =========================================================================== UI -> API
+# =========================================================================== workflows
 
 
-@pytest.mark.parametrize("name", UI_FILES)
-def test_ui_workflow_converts_to_its_api_twin_exactly(name):
-    ui = json.loads((ROOT / "workflows" / name).read_text())
-    assert aq.is_ui_workflow(ui)
-    assert aq.ui_to_api(ui, fixture("object_info.json")) == api(name)
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "workflows").glob("*.json")))
+def test_a_ui_workflow_is_refused_naming_the_export_to_use(name):
+    with pytest.raises(aq.QueueError, match=r"UI format .* Workflow > Export \(API\)"):
+        aq.load_workflow(ROOT / "workflows" / name)
+    assert aq.load_workflow(API_DIR / name) == api(name)  # its API twin loads as it is
 
 
-def test_ui_converter_follows_reroutes_bypass_and_primitives():
-    info = fixture("object_info.json")
-    ui = json.loads((ROOT / "workflows" / "facediffuser_one_person.json").read_text())
-    nodes = {n["id"]: n for n in ui["nodes"]}
-    # route VAE Decode's samples through a Reroute, bypass a node in front of Save Image,
-    # and feed the seed from a PrimitiveNode (the target keeps the value in its widgets)
-    link = next(lk for lk in ui["links"] if lk[3] == 30 and lk[4] == 0)
-    ui["nodes"].append(
-        {
-            "id": 90,
-            "type": "Reroute",
-            "inputs": [{"name": "", "link": 900}],
-            "outputs": [{"links": [link[0]]}],
-            "mode": 0,
-        }
-    )
-    ui["links"].append([900, link[1], link[2], 90, 0, "LATENT"])
-    link[1], link[2] = 90, 0
-    ui["nodes"].append(
-        {
-            "id": 91,
-            "type": "ImageInvert",
-            "mode": 4,
-            "inputs": [{"name": "image", "type": "IMAGE", "link": 901}],
-            "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [902]}],
-        }
-    )
-    save_link = next(lk for lk in ui["links"] if lk[3] == 31)
-    ui["links"].append([901, save_link[1], save_link[2], 91, 0, "IMAGE"])
-    save_link[1], save_link[2] = 91, 0
-    ui["nodes"].append(
-        {
-            "id": 92,
-            "type": "PrimitiveNode",
-            "widgets_values": [7, "fixed"],
-            "outputs": [{"type": "INT", "links": [903]}],
-            "mode": 0,
-        }
-    )
-    nodes[20]["inputs"].append(
-        {"name": "seed", "type": "INT", "link": 903, "widget": {"name": "seed"}}
-    )
-    ui["links"].append([903, 92, 0, 20, 6, "INT"])
-    ui["nodes"].append({"id": 93, "type": "Note", "widgets_values": ["hello"], "mode": 0})
-    converted = aq.ui_to_api(ui, info)
-    twin = api("facediffuser_one_person.json")
-    assert converted == twin  # same graph: helpers vanish, links go to the real sources
-
-
-def test_ui_converter_names_a_node_type_the_server_lacks():
-    ui = json.loads((ROOT / "workflows" / "facediffuser_one_person.json").read_text())
-    info = {k: v for k, v in fixture("object_info.json").items() if k != "FaceDiffuserKSampler"}
-    with pytest.raises(aq.QueueError, match=r"node 20 'Face-diffuser KSampler \(SNF\)'.*install"):
-        aq.ui_to_api(ui, info)
+def test_a_prompt_request_body_and_the_v3_list_names_load(tmp_path):
+    graph = api("facediffuser_one_person.json")
+    graph["10"]["inputs"]["people.person_1"] = graph["10"]["inputs"].pop("person_1")
+    (tmp_path / "body.json").write_text(json.dumps({"prompt": graph, "client_id": "x"}))
+    assert aq.load_workflow(tmp_path / "body.json") == api("facediffuser_one_person.json")
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(aq.QueueError, match="not an API-format graph"):
+        aq.load_workflow(tmp_path / "list.json")
 
 
 # =========================================================================== settings
@@ -547,6 +204,17 @@ def test_more_references_copy_person_ones_chain():
     assert len(graph) == len(base) + 4
 
 
+def test_people_wired_with_a_gap_or_sharing_a_photo_are_refused():
+    gap = api("facediffuser_two_people.json")
+    gap["10"]["inputs"]["person_3"] = gap["10"]["inputs"].pop("person_2")
+    with pytest.raises(aq.QueueError, match="has person_3 wired but not person_2"):
+        aq.person_chains(gap)
+    shared = api("facediffuser_two_people.json")
+    shared["7"]["inputs"]["images"] = ["3", 0]
+    with pytest.raises(aq.QueueError, match="same Load Image node"):
+        aq.person_chains(shared)
+
+
 def test_a_workflow_with_several_subject_encodes_takes_no_prompt_or_people_by_meaning():
     regional = api("facediffuser_regional_two_people.json")
     with pytest.raises(aq.QueueError, match="has 2 Subject Encode nodes .* the prompt of a batch"):
@@ -574,71 +242,14 @@ def test_check_graph_refuses_marker_mismatch_and_bad_boundaries():
         aq.check_graph(aq.apply_settings(two, {"prompt": "a man <|image|> at sea"}))
     with pytest.raises(aq.QueueError, match=r"scene_end \(0.7\) and fusion_end \(0.5\)"):
         aq.check_graph(aq.apply_settings(two, {"scene_end": 0.7, "fusion_end": 0.5}))
-
-
-# =========================================================================== batch files
-
-
-def test_csv_batch_rows_become_typed_items(tmp_path, refs):
-    (tmp_path / "batch.csv").write_text(
-        "id,prompt,references,seed,steps,cfg,batch,Scene-End\n"
-        "beach,a man <|image|> and a woman <|image|> at the beach,him.png;her.png,1,20,4.5,2,0.3\n"
-        ",a woman <|image|> in a cafe,her.png,2,,,,\n"
-        "\n"
-        "bad,a man <|image|> at sea,him.png;her.png,3,,,,\n"
-        "nofile,a man <|image|> at sea,nothere.png,4,,,,\n"
-        "seedy,a man <|image|> at sea,him.png,x,,,,\n"
-        "beach,a man <|image|> at sea,him.png,5,,,,\n"
+    guider = aq.apply_settings(
+        api("facediffuser_guider_advanced.json"), {"scene_end": 0.9, "fusion_end": 0.4}
     )
-    rows = aq.read_batch(tmp_path / "batch.csv", {"steps": 8, "width": 64})
-    first = rows[0]
-    assert first.key == "beach" and first.error is None
-    assert first.settings == {
-        "steps": 20,
-        "width": 64,
-        "prompt": "a man <|image|> and a woman <|image|> at the beach",
-        "references": [str(refs[0]), str(refs[1])],
-        "seed": 1,
-        "cfg": 4.5,
-        "batch_size": 2,
-        "scene_end": 0.3,
-    }
-    assert rows[1].key == "0002" and rows[1].settings["steps"] == 8  # default kept
-    errors = {r.key: r.error for r in rows[2:]}
-    assert "line 5: the prompt has 1 <|image|> marker(s) but 2" in errors["bad"]
-    assert "line 6: reference image 'nothere.png' not found" in errors["nofile"]
-    assert "line 7: seed must be a whole number" in errors["seedy"]
-    assert "line 8: id 'beach' repeats line 2" in errors["0006"]
+    with pytest.raises(aq.QueueError, match="'Face-diffuser SNF Guider'.*must satisfy"):
+        aq.check_graph(guider)  # the guider's fractions are checked as the KSampler's
 
 
-def test_jsonl_batch_and_person_columns(tmp_path, refs):
-    (tmp_path / "b.jsonl").write_text(
-        json.dumps({"prompt": "a man <|image|> rowing", "person_1": "him.png", "seed": 3}) + "\n"
-        "# a comment\n"
-        + json.dumps(
-            {
-                "id": "x",
-                "prompt": "a man <|image|> and a woman <|image|> dancing",
-                "references": ["him.png", "her.png"],
-                "width": 100,
-            }
-        )
-        + "\n"
-        "{not json\n"
-    )
-    rows = aq.read_batch(tmp_path / "b.jsonl")
-    assert rows[0].settings["references"] == [str(refs[0])] and rows[0].settings["seed"] == 3
-    assert "multiple of 8" in rows[1].error
-    assert rows[2].error.startswith("line 4 is not JSON")
-
-
-def test_unknown_column_stops_the_batch_with_the_known_ones(tmp_path):
-    (tmp_path / "b.csv").write_text("prompt,sede\na man <|image|>,1\n")
-    with pytest.raises(aq.QueueError, match="unknown column\\(s\\) sede: known are id, prompt"):
-        aq.read_batch(tmp_path / "b.csv")
-
-
-# =========================================================================== errors, manifest
+# =========================================================================== errors, ranges
 
 
 def test_recorded_400s_read_with_node_titles():
@@ -646,37 +257,86 @@ def test_recorded_400s_read_with_node_titles():
     text = aq.describe_rejection(fixture("prompt_400_node_errors.json"), graph)
     assert text.startswith("node 1 'Load Face-diffuser SDM': Custom validation failed")
     assert "SDM/not_there.bin" in text
-    assert aq.is_server_problem(fixture("prompt_400_node_errors.json"))
+    from facediffuser_core.apiqueue.graph import is_server_problem
+
+    assert is_server_problem(fixture("prompt_400_node_errors.json"))
     missing = aq.describe_rejection(fixture("prompt_400_missing_node.json"), graph)
     assert "NoSuchNodeAnywhere does not exist (node 31 'Save Image'): install" in missing
-    assert aq.is_server_problem(fixture("prompt_400_missing_node.json"))
+    assert is_server_problem(fixture("prompt_400_missing_node.json"))
     wrong_value = copy.deepcopy(fixture("prompt_400_node_errors.json"))
     wrong_value["node_errors"]["1"]["errors"][0]["extra_info"]["input_name"] = "prompt"
-    assert not aq.is_server_problem(wrong_value)
+    assert not is_server_problem(wrong_value)
 
 
 def test_recorded_execution_error_reads_with_the_node_title():
-    (entry,) = fixture("history_error.json").values()
-    text = aq.describe_execution_error(entry, api("facediffuser_one_person.json"))
+    (record,) = fixture("history_error.json").values()
+    text = aq.describe_execution_error(record, api("facediffuser_one_person.json"))
     assert text.startswith(
         "node 10 'Face-diffuser Subject Encode' (FaceDiffuserSubjectEncode) failed: PromptError: "
         "the prompt has 2 <|image|> marker(s) but 1 reference image(s)"
     )
 
 
-def test_manifest_write_is_atomic(tmp_path, monkeypatch):
-    m = aq.Manifest(tmp_path)
-    m.update("a", status="done")
-    before = (tmp_path / "manifest.json").read_text()
+def test_a_narrower_server_range_wins_and_the_packs_applies_without_one():
+    graph = api("facediffuser_one_person.json")
+    info = copy.deepcopy(fixture("object_info.json"))
+    info["FaceDiffuserKSampler"]["input"]["required"]["steps"][1]["max"] = 20
+    limits = aq.with_pack_limits(aq.server_limits(graph, info, "http://gpu1:8188"))
+    check_limits({"steps": 20, "cfg": 30.0, "seed": 2**64 - 1}, limits)
+    with pytest.raises(
+        InputError,
+        match="steps 21 is out of range: FaceDiffuserKSampler.steps "
+        "on server http://gpu1:8188 takes 1 to 20",
+    ):
+        check_limits({"steps": 21}, limits)
+    # a server without the pack gives no range for its inputs: the pack's own applies,
+    # named after the pack node's input, and the pack's size ranges for the stock nodes
+    offline = aq.with_pack_limits(aq.server_limits(graph, {}, "http://bare:8188"))
+    assert [lim for lim in offline if lim.node_id] == aq.pack_limits()
+    assert {lim.setting for lim in offline} == {
+        "seed", "steps", "cfg", "scene_end", "fusion_end", "width", "height", "batch_size",
+    }  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"cfg 30.5 is out of range: .* \(no server gave its range\) takes 0 to 30",
+    ):
+        check_limits({"cfg": 30.5}, offline)
+    with pytest.raises(InputError, match="seed -1 .* takes 0 to 2\\^64-1"):
+        check_limits({"seed": -1}, offline)
+    with pytest.raises(InputError, match="width 16392 is out of range: Face-diffuser takes 16"):
+        check_limits({"width": 16392}, offline)
+    # the guider graph: the stock nodes' ranges come from the server too
+    stock = aq.server_limits(api("facediffuser_guider_advanced.json"), info, "http://gpu1:8188")
+    assert {(lim.node_id, lim.input) for lim in stock} >= {
+        ("RandomNoise", "noise_seed"),
+        ("BasicScheduler", "steps"),
+        ("FaceDiffuserSNFGuider", "cfg"),
+    }
 
-    def broken_replace(src, dst):
-        raise OSError("disk full")
 
-    monkeypatch.setattr(aq.manifest.os, "replace", broken_replace)
-    with pytest.raises(OSError):
-        m.update("b", status="done")
-    assert (tmp_path / "manifest.json").read_text() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left
+@pytest.mark.parametrize(
+    "given, problem",
+    [
+        ("htp:/x", "'htp:' is not http:// or https://"),
+        ("ftp://x", "scheme 'ftp'"),
+        ("http://host:99999", "is not a ComfyUI address"),
+        ("", "is not a ComfyUI address"),
+        ("http://", "is not a ComfyUI address"),
+        ("gpu 1:8188", "is not a ComfyUI address"),
+        ("http://gpu1:8188/?x=1", "is not a ComfyUI address"),
+    ],
+)
+def test_a_malformed_server_address_is_named_with_the_fix(given, problem):
+    with pytest.raises(aq.QueueError, match="give http://HOST:PORT") as caught:
+        aq.server_url(given)
+    assert problem in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_server_addresses_that_are_fine():
+    assert aq.server_url("gpu1:8188") == "http://gpu1:8188"
+    assert aq.server_url("localhost:8188/") == "http://localhost:8188"
+    assert aq.server_url(" https://host/comfy ") == "https://host/comfy"
+    assert aq.server_url("[::1]:8188") == "http://[::1]:8188"
 
 
 # =========================================================================== against the fake
@@ -689,22 +349,26 @@ def test_one_item_end_to_end(tmp_path, fake, refs):
     ((prompt_id, graph),) = fake.received
     uploaded = sorted(fake.uploads)
     assert len(uploaded) == 2 and all(n.startswith("fdq_") for n in uploaded)
+    sha = batch_manifest.FileDigests()
     assert [graph["3"]["inputs"]["image"], graph["4"]["inputs"]["image"]] == [
-        aq.upload_name(refs[0], aq.jobs._sha(refs[0])),
-        aq.upload_name(refs[1], aq.jobs._sha(refs[1])),
+        aq.upload_name(refs[0], sha(refs[0])),
+        aq.upload_name(refs[1], sha(refs[1])),
     ]
     assert fake.uploads[graph["3"]["inputs"]["image"]] == refs[0].read_bytes()
     assert (
         graph["10"]["inputs"]["prompt"].endswith("scene 0") and graph["20"]["inputs"]["seed"] == 0
     )
-    record = manifest(tmp_path)["items"]["item00"]
+    record = entry(tmp_path, "item00")
     assert record["status"] == "done" and record["prompt_id"] == prompt_id
     assert record["server"] == fake.url and record["seed"] == 0 and record["attempts"] == 1
     assert record["texts"] == {"32": ["image 1: person 1: 0.00"]}
     assert set(record["timings"]) == {"submit_s", "wait_s", "execution_s", "download_s"}
     (image,) = record["outputs"]  # the SaveImage only: PreviewImage files stay on the server
+    assert image.startswith(f"item00-{record['digest'][:12]}/")
     assert (tmp_path / "out" / image).read_bytes() == fake.png
     assert any(line.startswith("done    item00") for line in lines)
+    run = manifest(tmp_path)["runs"][-1]
+    assert run["executor"] == "comfyui" and run["servers"] == [fake.url]
 
 
 def test_batch_spreads_over_servers_least_busy_first(tmp_path, two_fakes, refs):
@@ -750,7 +414,7 @@ def test_resume_skips_done_and_collects_queued_without_resubmitting(tmp_path, fa
     first = aq.run_queue(batch, options(tmp_path, [fake], depth=2), log=log, stop=stop)
     assert first.interrupted and first.exit_code == 130
     assert len(first.done) == 1 and first.pending
-    records = manifest(tmp_path)["items"]
+    records = {r["id"]: r for r in manifest(tmp_path)["entries"].values()}
     queued = [k for k, r in records.items() if r["status"] == "submitted"]
     assert queued, records  # depth 2: one was still on the server when we stopped
     fake.exec_time = 0.02
@@ -759,16 +423,44 @@ def test_resume_skips_done_and_collects_queued_without_resubmitting(tmp_path, fa
     assert sorted(first.done + second.done) == [b.key for b in batch]
     assert sorted(submitted_keys([fake])) == [0, 1, 2, 3]  # nothing queued twice
     for key in queued:  # collected from the server, same prompt id as before
-        assert manifest(tmp_path)["items"][key]["prompt_id"] == records[key]["prompt_id"]
+        assert entry(tmp_path, key)["prompt_id"] == records[key]["prompt_id"]
 
 
-def test_changed_inputs_run_again(tmp_path, fake, refs):
+def test_changed_inputs_run_again_and_keep_the_first_runs_record(tmp_path, fake, refs):
     aq.run_queue(items(2, refs), options(tmp_path, [fake]))
+    first = entry(tmp_path, "item01")
     changed = items(2, refs)
     changed[1].settings["cfg"] = 2.0
-    result = aq.run_queue(changed, options(tmp_path, [fake]))
+    changed[1].settings["prompt"] = "a man <|image|> and a woman <|image|> elsewhere"
+    lines = []
+    result = aq.run_queue(changed, options(tmp_path, [fake]), log=lines.append)
     assert result.skipped == ["item00"] and result.done == ["item01"]
     assert fake.received[-1][1]["20"]["inputs"]["cfg"] == 2.0
+    assert any("item item01: its inputs changed" in line for line in lines)
+    entries = [r for r in manifest(tmp_path)["entries"].values() if r["id"] == "item01"]
+    assert len(entries) == 2  # the first run's record is kept beside the new one
+    kept = next(r for r in entries if r["digest"] == first["digest"])
+    assert kept == first and kept["inputs"]["prompt"].endswith("scene 1")
+    new = next(r for r in entries if r["digest"] != first["digest"])
+    assert new["status"] == "done" and new["inputs"]["cfg"] == 2.0
+    for record in entries:  # and both runs' images
+        assert (tmp_path / "out" / record["outputs"][0]).is_file()
+    assert first["outputs"] != new["outputs"]
+
+
+def test_a_manifest_of_the_earlier_format_is_read_and_resumed(tmp_path, fake, refs):
+    aq.run_queue(items(1, refs), options(tmp_path, [fake]))
+    record = entry(tmp_path, "item00")
+    old = {
+        "format": "facediffuser-queue/1",
+        "items": {"item00": {k: v for k, v in record.items() if k != "id"}, "bad": {}},
+        "runs": [{"started": "then"}],
+    }
+    (tmp_path / "out" / "manifest.json").write_text(json.dumps(old))
+    result = aq.run_queue(items(1, refs), options(tmp_path, [fake]))
+    assert result.skipped == ["item00"] and len(fake.received) == 1
+    data = manifest(tmp_path)
+    assert data["format"] == "facediffuser-batch/1" and data["runs"][0] == {"started": "then"}
 
 
 def test_connection_dropped_after_the_server_took_the_prompt(tmp_path, fake, refs):
@@ -785,6 +477,7 @@ def test_dropped_polls_and_uploads_are_retried(tmp_path, fake, refs):
     result = aq.run_queue(items(2, refs), options(tmp_path, [fake]), log=lines.append)
     assert len(result.done) == 2 and sorted(submitted_keys([fake])) == [0, 1]
     assert any("retry 1 of 5" in line for line in lines)
+    assert any("reachable again" in line for line in lines)
 
 
 def test_server_restart_loses_the_queue_and_the_item_is_queued_again(tmp_path, fake, refs):
@@ -802,8 +495,7 @@ def test_server_restart_loses_the_queue_and_the_item_is_queued_again(tmp_path, f
     threading.Thread(target=restart_when_queued, daemon=True).start()
     result = aq.run_queue(items(2, refs), options(tmp_path, [fake]), log=lines.append)
     assert sorted(result.done) == ["item00", "item01"]
-    record = manifest(tmp_path)["items"]["item00"]
-    assert record["attempts"] == 2
+    assert entry(tmp_path, "item00")["attempts"] == 2
     assert fake.uploads  # uploads were redone or kept; the graph validated against them
 
 
@@ -817,14 +509,14 @@ def test_a_server_that_goes_away_hands_its_items_to_the_other(tmp_path, two_fake
             if a.received:
                 break
             time.sleep(0.01)
-        a._call(a._stop())  # gone for good
+        a.kill()  # gone for good
 
     threading.Thread(target=kill_a, daemon=True).start()
     result = aq.run_queue(items(4, refs), options(tmp_path, [a, b], retries=2), log=lines.append)
     assert sorted(result.done) == [f"item{i:02d}" for i in range(4)]
     assert any(f"server {a.url}: giving up after 2 retries" in line for line in lines)
     assert manifest(tmp_path)["servers"][a.url]["unreachable"]
-    a._call(a._start())  # for the fixture's close()
+    a.revive()  # for the fixture's close()
 
 
 def test_node_errors_fail_the_item_readably_and_the_batch_goes_on(tmp_path, fake, refs):
@@ -834,7 +526,7 @@ def test_node_errors_fail_the_item_readably_and_the_batch_goes_on(tmp_path, fake
     result = aq.run_queue(batch, options(tmp_path, [fake]), log=lines.append)
     assert result.failed == ["item01"] and sorted(result.done) == ["item00", "item02"]
     assert result.exit_code == 1
-    error = manifest(tmp_path)["items"]["item01"]["error"]
+    error = entry(tmp_path, "item01")["error"]
     assert error.startswith("rejected by ComfyUI: node 10 'Face-diffuser Subject Encode': ")
     assert "the test server refuses this prompt" in error
 
@@ -844,8 +536,16 @@ def test_execution_error_in_history_fails_the_item_readably(tmp_path, fake, refs
     batch[0].settings["prompt"] = "a man <|image|> and a woman <|image|> FAIL"
     result = aq.run_queue(batch, options(tmp_path, [fake]))
     assert result.failed == ["item00"] and result.done == ["item01"]
-    error = manifest(tmp_path)["items"]["item00"]["error"]
+    error = entry(tmp_path, "item00")["error"]
     assert error.startswith("node 10 'Face-diffuser Subject Encode' (FaceDiffuserSubjectEncode)")
+
+
+def test_a_failed_item_runs_again_in_the_same_entry(tmp_path, fake, refs):
+    fake.missing_models = {"SDM/pytorch_model.bin"}
+    assert aq.run_queue(items(1, refs), options(tmp_path, [fake])).failed == ["item00"]
+    fake.missing_models = set()
+    assert aq.run_queue(items(1, refs), options(tmp_path, [fake])).done == ["item00"]
+    assert entry(tmp_path, "item00")["status"] == "done"  # one entry: same inputs
 
 
 def test_missing_model_moves_items_to_the_server_that_has_it(tmp_path, two_fakes, refs):
@@ -865,19 +565,27 @@ def test_missing_model_everywhere_fails_items_with_the_reason(tmp_path, fake, re
     fake.missing_models = {"SDM/pytorch_model.bin"}
     result = aq.run_queue(items(2, refs), options(tmp_path, [fake]))
     assert sorted(result.failed) == ["item00", "item01"]
-    error = manifest(tmp_path)["items"]["item01"]["error"]
+    error = entry(tmp_path, "item01")["error"]
     assert "no server" in error and "SDM/pytorch_model.bin" in error
 
 
-def test_a_crashing_worker_does_not_hang_the_batch(tmp_path, fake, refs, monkeypatch):
-    def broken(self, job, entry):
+def test_a_missing_node_type_sends_the_items_elsewhere(tmp_path, two_fakes, refs):
+    bare, full = two_fakes
+    bare.object_info = {k: v for k, v in bare.object_info.items() if k != "FaceDiffuserKSampler"}
+    lines = []
+    result = aq.run_queue(items(2, refs), options(tmp_path, [bare, full]), log=lines.append)
+    assert len(result.done) == 2 and not bare.received
+    assert any("needs node type FaceDiffuserKSampler" in line for line in lines)
+
+
+def test_a_crashing_slot_does_not_hang_the_batch(tmp_path, fake, refs, monkeypatch):
+    def broken(self, job, record):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(aq.server._Server, "_finished", broken)
+    monkeypatch.setattr(queue_slot.Slot, "collect", broken)
     result = aq.run_queue(items(2, refs), options(tmp_path, [fake]))
     assert sorted(result.failed) == ["item00", "item01"]
-    error = manifest(tmp_path)["items"]["item01"]["error"]
-    assert "internal error RuntimeError: bug" in error
+    assert "internal error RuntimeError: bug" in entry(tmp_path, "item01")["error"]
 
 
 def test_unreachable_servers(tmp_path, fake, refs):
@@ -896,48 +604,26 @@ def test_timeout_cancels_the_prompt_on_the_server(tmp_path, fake, refs):
     fake.paused = True
     result = aq.run_queue(items(1, refs), options(tmp_path, [fake], timeout=0.3))
     assert result.failed == ["item00"]
-    assert "no result within" in manifest(tmp_path)["items"]["item00"]["error"]
+    assert "no result within" in entry(tmp_path, "item00")["error"]
     prompt_id = fake.received[0][0]
     assert prompt_id in fake.deleted and prompt_id in fake.interrupts
 
 
-def test_websocket_step_progress_and_polling_fallback(tmp_path, fake, refs):
+def test_websocket_step_progress_and_polling_fallback(tmp_path, fake, refs, monkeypatch):
     fake.exec_time = 0.3
     seen = []
-    original = aq.server._Server.on_event
+    original = queue_server.Server.on_event
 
     def spy(self, kind, data):
         original(self, kind, data)
         seen.extend(self.progress.values())
 
-    aq.server._Server.on_event = spy
-    try:
-        aq.run_queue(items(1, refs), options(tmp_path, [fake]))
-    finally:
-        aq.server._Server.on_event = original
+    monkeypatch.setattr(queue_server.Server, "on_event", spy)
+    aq.run_queue(items(1, refs), options(tmp_path, [fake]))
     assert (8, 8) in seen and (1, 8) in seen  # the recorded run's 8 steps
     result = aq.run_queue(items(1, refs), options(tmp_path / "poll", [fake], websocket=False))
     assert result.done == ["item00"]
     assert manifest(tmp_path / "poll")["servers"][fake.url]["websocket"] is False
-
-
-def test_ui_workflow_is_converted_with_the_servers_object_info(tmp_path, fake, refs):
-    ui = ROOT / "workflows" / "facediffuser_one_person.json"
-    batch = [
-        aq.BatchItem(
-            "one", 2, {"prompt": "a man <|image|> rowing", "references": [str(refs[0])], "steps": 3}
-        )
-    ]
-    result = aq.run_queue(batch, options(tmp_path, [fake]), workflow=ui)
-    assert result.done == ["one"]
-    graph = fake.received[0][1]
-    expected = aq.apply_settings(api("facediffuser_one_person.json"), {"steps": 3})
-    assert {k: n["class_type"] for k, n in graph.items()} == {
-        k: n["class_type"] for k, n in expected.items()
-    }
-    assert graph["20"]["inputs"]["steps"] == 3 and graph["10"]["inputs"]["prompt"].endswith(
-        "rowing"
-    )
 
 
 def test_numbers_are_checked_against_the_servers_object_info(tmp_path, fake, refs):
@@ -952,7 +638,7 @@ def test_numbers_are_checked_against_the_servers_object_info(tmp_path, fake, ref
     result = aq.run_queue(batch, options(tmp_path, [fake]))
     assert result.done == ["item00"] and result.invalid == ["item01"]
     assert fake.received[0][1]["20"]["inputs"]["cfg"] == 40.0
-    assert manifest(tmp_path)["items"]["item01"]["error"] == (
+    assert manifest(tmp_path)["runs"][-1]["invalid"]["item01"] == (
         f"line 3: cfg 60 is out of range: FaceDiffuserKSampler.cfg on server {fake.url} takes "
         "0 to 50; give a value in that range"
     )
@@ -967,40 +653,8 @@ def test_a_row_must_fit_every_server_it_may_go_to(tmp_path, two_fakes, refs):
     batch = items(1, refs, cfg=40.0)
     result = aq.run_queue(batch, options(tmp_path, [wide, default]))
     assert result.invalid == ["item00"] and not wide.received and not default.received
-    error = manifest(tmp_path)["items"]["item00"]["error"]
+    error = manifest(tmp_path)["runs"][-1]["invalid"]["item00"]
     assert f"FaceDiffuserKSampler.cfg on server {default.url} takes 0 to 30" in error
-
-
-def test_a_narrower_server_range_wins_and_the_packs_applies_without_one():
-    graph = api("facediffuser_one_person.json")
-    info = copy.deepcopy(fixture("object_info.json"))
-    info["FaceDiffuserKSampler"]["input"]["required"]["steps"][1]["max"] = 20
-    limits = aq.with_pack_limits(aq.server_limits(graph, info, "http://gpu1:8188"))
-    aq.check_limits({"steps": 20, "cfg": 30.0, "seed": 2**64 - 1}, limits)
-    with pytest.raises(
-        aq.QueueError,
-        match="steps 21 is out of range: FaceDiffuserKSampler.steps "
-        "on server http://gpu1:8188 takes 1 to 20",
-    ):
-        aq.check_limits({"steps": 21}, limits)
-    # a server without the pack gives no range for its inputs: the pack's own applies
-    offline = aq.with_pack_limits(aq.server_limits(graph, {}, "http://bare:8188"))
-    assert offline == aq.pack_limits()
-    with pytest.raises(
-        aq.QueueError,
-        match=r"cfg 30.5 is out of range: .* \(no server gave its "
-        r"range\) takes 0 to 30",
-    ):
-        aq.check_limits({"cfg": 30.5}, offline)
-    with pytest.raises(aq.QueueError, match="seed -1 .* takes 0 to 2\\^64-1"):
-        aq.check_limits({"seed": -1}, offline)
-    # the guider graph: the stock nodes' ranges come from the server too
-    stock = aq.server_limits(api("facediffuser_guider_advanced.json"), info, "http://gpu1:8188")
-    assert {(lim.node_id, lim.input) for lim in stock} >= {
-        ("RandomNoise", "noise_seed"),
-        ("BasicScheduler", "steps"),
-        ("FaceDiffuserSNFGuider", "cfg"),
-    }
 
 
 # =========================================================================== command line
@@ -1045,37 +699,54 @@ def test_cli_batch_run_and_resume(tmp_path, fake, refs, capsys, monkeypatch):
     assert "2 already done" in capsys.readouterr().out and len(fake.received) == 2
 
 
-def test_cli_user_errors_exit_2(tmp_path, fake, capsys):
-    assert (
-        main(
-            [
-                "queue",
-                "-s",
-                fake.url,
-                "--prompt",
-                "no marker here",
-                "--out",
-                str(tmp_path / "o"),
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+def test_cli_user_errors_exit_2_before_any_server_is_asked(tmp_path, fake, refs, capsys):
+    out = ["--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(["queue", "-s", fake.url, "--prompt", "no marker here", "-r", "x.png", *out]) == 2
+    assert "reference image 'x.png' not found" in capsys.readouterr().err
+    assert main(["queue", "-s", fake.url, "-p", "no marker here", "-r", str(refs[0]), *out]) == 2
     assert "has no <|image|> marker" in capsys.readouterr().err
-    assert main(["queue", "-s", "ftp://x", "--out", str(tmp_path / "o")]) == 2
+    assert main(["queue", "-s", "ftp://x", *out]) == 2
     assert "is not a ComfyUI address" in capsys.readouterr().err
-    assert main(["queue", str(tmp_path / "none.json"), "-s", fake.url]) == 2
+    assert main(["queue", "-s", "htp:/x", "-p", "a man <|image|>", *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'htp:' is not http:// or https://" in err
+    assert "DNS" not in err and "Name or service" not in err
+    assert main(["queue", str(tmp_path / "none.json"), "-s", fake.url, *out]) == 2
     assert "does not exist" in capsys.readouterr().err
-    # an option out of the pack's range is refused at once, before any server is asked,
-    # alone or as the default of a batch's rows
+    # an option out of the pack's range is refused at once, alone or as a batch's default
     batch = tmp_path / "rows.csv"
     batch.write_text('prompt,seed\n"a man <|image|> at sea",1\n', encoding="utf-8")
     for given in (["-p", "a man <|image|> at sea"], ["-b", str(batch)]):
-        too_high = ["queue", "-s", fake.url, *given, "--cfg", "31"]
-        assert main([*too_high, "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+        assert main(["queue", "-s", fake.url, *given, "--cfg", "31", *out]) == 2
         err = capsys.readouterr().err
-        assert "--cfg 31 is out of range: the Face-diffuser nodes take 0 to 30" in err
-        assert not (tmp_path / "o").exists() and not fake.received
+        assert "--cfg 31 is out of range: Face-diffuser takes 0 to 30" in err
+    assert not (tmp_path / "o").exists()
+    assert not fake.received and not fake.info_requests and not fake.uploads
+
+
+def test_the_shipped_graph_is_never_run_with_its_own_example_job(tmp_path, fake, refs, capsys):
+    """No prompt, people or batch: refused before any server is asked, not the shipped
+    graph's own 512x512 50-step job; a row without them is refused too."""
+    out = ["--out", str(tmp_path / "o"), "--no-progress", "-s", fake.url]
+    assert main(["queue", *out]) == 2
+    err = capsys.readouterr().err
+    assert "no -p/--prompt and no -r/--ref: the shipped workflows need a prompt" in err
+    assert main(["queue", "-p", "a man <|image|> rowing", *out]) == 2
+    assert "no -r/--ref" in capsys.readouterr().err
+    assert not fake.received and not fake.info_requests
+    batch = tmp_path / "b.csv"
+    batch.write_text("id,prompt,seed\nx,,1\ny,a man <|image|> rowing,2\n")
+    assert main(["queue", "-b", str(batch), *out]) == 1
+    printed = capsys.readouterr().out
+    assert "invalid x  line 2: no prompt and no references: the shipped" in printed
+    assert "invalid y  line 3: no references" in printed
+    assert not fake.received
+    # a workflow file of one's own runs as it is: that is an explicit choice
+    workflow = tmp_path / "mine.json"
+    workflow.write_text(json.dumps(api("facediffuser_one_person.json")))
+    assert main(["queue", str(workflow), "--steps", "3", "--poll", "0.02", *out]) == 0
+    ((_, graph),) = fake.received
+    assert graph["20"]["inputs"]["steps"] == 3
 
 
 def test_ctrl_c_stops_cleanly_and_cancels_with_interrupt(tmp_path, fake, refs):
@@ -1122,33 +793,12 @@ def test_ctrl_c_stops_cleanly_and_cancels_with_interrupt(tmp_path, fake, refs):
     assert "1 not finished" in stdout
     prompt_id = fake.received[0][0]
     assert prompt_id in fake.deleted and prompt_id in fake.interrupts
-    record = json.loads((out / "manifest.json").read_text())["items"]["0001"]
-    assert record["status"] == "interrupted" and record["prompt_id"] == prompt_id
+    (record,) = json.loads((out / "manifest.json").read_text())["entries"].values()
+    assert record["id"] == "0001" and record["status"] == "interrupted"
+    assert record["prompt_id"] == prompt_id
 
 
 # =========================================================================== several photos
-
-
-def test_batch_files_give_a_person_several_photos(tmp_path, refs):
-    him, her = refs
-    (tmp_path / "b.csv").write_text(
-        "id,prompt,references\n"
-        'two,a man <|image|> and a woman <|image|> dancing,"him.png,her.png;her.png"\n'
-        'empty,a man <|image|> rowing,"him.png,"\n'
-    )
-    rows = aq.read_batch(tmp_path / "b.csv")
-    assert rows[0].settings["references"] == [[str(him), str(her)], str(her)]
-    assert rows[0].references == [him, her, her]  # every photo is uploaded
-    assert "empty photo path" in rows[1].error
-    (tmp_path / "b.jsonl").write_text(
-        json.dumps({"prompt": "a man <|image|> rowing", "references": [["him.png", "her.png"]]})
-        + "\n"
-        + json.dumps({"prompt": "a man <|image|> rowing", "person_1": "him.png,her.png"})
-        + "\n"
-    )
-    rows = aq.read_batch(tmp_path / "b.jsonl")
-    assert [r.settings["references"] for r in rows] == [[[str(him), str(her)]]] * 2
-    assert aq.batch.regroup([[1, 2], "x"], ["a", "b", "c"]) == [["a", "b"], "c"]
 
 
 def test_several_photos_get_a_chain_each_joined_by_image_batch():
@@ -1189,11 +839,14 @@ def test_several_photos_end_to_end_upload_each_photo_once(tmp_path, fake, refs):
     assert result.done == ["item00"]
     ((_, graph),) = fake.received
     loads = sorted(n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage")
-    name = {p: aq.upload_name(p, aq.jobs._sha(p)) for p in refs}
+    sha = batch_manifest.FileDigests()
+    name = {p: aq.upload_name(p, sha(p)) for p in refs}
     assert loads == sorted([name[him], name[her], name[her]])
     assert len(fake.uploads) == 2  # her.png is uploaded once and used twice
     # a different grouping of the same photos is a different item
-    digest = manifest(tmp_path)["items"]["item00"]
+    first = entry(tmp_path, "item00")
     regrouped = items(1, refs, references=[str(him), [str(her), str(her)]])
     again = aq.run_queue(regrouped, options(tmp_path, [fake]))
-    assert again.done == ["item00"] and manifest(tmp_path)["items"]["item00"] != digest
+    assert again.done == ["item00"]
+    digests = {r["digest"] for r in manifest(tmp_path)["entries"].values()}
+    assert len(digests) == 2 and first["digest"] in digests

@@ -1,11 +1,12 @@
-"""ComfyUI over HTTP: URL normalisation and the endpoints the queue uses (``urllib`` only;
-nothing here knows about batches or workflows beyond a graph to submit).
+"""ComfyUI over HTTP: server addresses and the endpoints the queue uses (``urllib``, as
+ComfyUI's own API examples; nothing here knows about batches).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import urllib.error
 import urllib.parse
@@ -16,53 +17,89 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .errors import PromptRejected, QueueError, ServerUnreachable
+from .graph import QueueError
 from .rejections import describe_rejection
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 USER_AGENT = f"facediffuser-queue/{__version__}"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d+)?(/.*)?$")
+
+
+class ServerUnreachable(QueueError):
+    """No usable HTTP answer from a server (refused, reset, timed out, not ComfyUI)."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(
+            f"ComfyUI at {url} is unreachable ({reason}): check that it is running and "
+            "listening there (python main.py --listen <address> --port <port>)"
+        )
+        self.url = url
+        self.reason = reason
+
+
+class PromptRejected(QueueError):
+    """ComfyUI refused a prompt at validation (HTTP 400, usually with ``node_errors``)."""
+
+    def __init__(self, message: str, body: Any):
+        super().__init__(message)
+        self.body = body
+
+
+def server_url(text: str) -> str:
+    """``host:port`` or ``http(s)://host:port[/prefix]`` -> ``http(s)://host:port[/prefix]``;
+    QueueError naming the problem for anything else (``htp:/x``, ``ftp://x``, ``host:99999``)."""
+    url = str(text).strip().rstrip("/")
+    fix = "give http://HOST:PORT, e.g. http://127.0.0.1:8188"
+    scheme = _SCHEME.match(url)
+    if "://" not in url and scheme and not _HOST.match(url):
+        raise QueueError(
+            f"--server {text!r} is not a ComfyUI address ({scheme.group(0)!r} is not http:// "
+            f"or https://): {fix}"
+        )
+    if "://" not in url:
+        if not _HOST.match(url):
+            raise QueueError(f"--server {text!r} is not a ComfyUI address: {fix}")
+        url = "http://" + url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise QueueError(
+            f"--server {text!r} is not a ComfyUI address (scheme {parts.scheme!r}): {fix}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or port == 0 or parts.query or parts.fragment:
+        raise QueueError(f"--server {text!r} is not a ComfyUI address: {fix}")
+    return url
 
 
 def _short_error(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return "no answer in time"
-    if isinstance(exc, http.client.RemoteDisconnected):
-        return "the server closed the connection"
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    known = {
+        ConnectionRefusedError: "connection refused",
+        TimeoutError: "no answer in time",
+        socket.timeout: "no answer in time",
+        http.client.RemoteDisconnected: "the server closed the connection",
+        ConnectionResetError: "connection reset",
+    }
+    for kind, text in known.items():
+        if isinstance(exc, kind):
+            return text
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def normalize_url(url: str) -> str:
-    """``host:port`` or ``http(s)://host:port[/prefix]`` -> ``http(s)://host:port[/prefix]``."""
-    url = url.strip().rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise QueueError(
-            f"--server {url!r} is not a ComfyUI address: give http://HOST:PORT, "
-            "e.g. http://127.0.0.1:8188"
-        )
-    return url
-
-
-# =========================================================================== HTTP client
-
-
 class ComfyClient:
-    """The handful of ComfyUI endpoints the queue uses (stdlib ``urllib``, no session)."""
+    """The handful of ComfyUI endpoints the queue uses."""
 
     def __init__(self, url: str, *, timeout: float = 30.0):
-        self.url = normalize_url(url)
+        self.url = server_url(url)
         self.timeout = timeout
 
-    def _request(
+    def request(
         self,
         method: str,
         path: str,
@@ -71,6 +108,7 @@ class ComfyClient:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> tuple[int, bytes]:
+        """(status, body); ServerUnreachable when no HTTP answer came."""
         request = urllib.request.Request(
             self.url + path,
             data=data,
@@ -82,29 +120,25 @@ class ComfyClient:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             try:
-                body = exc.read()
+                return exc.code, exc.read()
             except (OSError, http.client.HTTPException):
-                body = b""
-            return exc.code, body
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+                return exc.code, b""
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             raise ServerUnreachable(self.url, _short_error(exc)) from exc
 
-    def _json(self, status: int, raw: bytes, what: str) -> Any:
-        try:
-            return json.loads(raw) if raw.strip() else None
-        except ValueError as exc:
-            raise ServerUnreachable(
-                self.url, f"{what} answered HTTP {status} with something that is not JSON"
-            ) from exc
-
     def get_json(self, path: str, *, timeout: float | None = None) -> Any:
-        status, raw = self._request("GET", path, timeout=timeout)
+        status, raw = self.request("GET", path, timeout=timeout)
         if status != 200:
             raise ServerUnreachable(self.url, f"GET {path} answered HTTP {status}")
-        return self._json(status, raw, f"GET {path}")
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise ServerUnreachable(
+                self.url, f"GET {path} answered with something that is not JSON (not ComfyUI?)"
+            ) from None
 
     def post_json(self, path: str, payload: Any) -> tuple[int, Any]:
-        status, raw = self._request(
+        status, raw = self.request(
             "POST",
             path,
             data=json.dumps(payload).encode(),
@@ -128,22 +162,23 @@ class ComfyClient:
         try:
             return int(info["exec_info"]["queue_remaining"])
         except (TypeError, KeyError, ValueError) as exc:
-            raise ServerUnreachable(self.url, "GET /prompt has no exec_info") from exc
+            raise ServerUnreachable(
+                self.url, "GET /prompt has no exec_info (not ComfyUI?)"
+            ) from exc
 
     def queued_ids(self) -> set[str]:
         """Prompt ids running or pending (``GET /queue``)."""
         info = self.get_json("/queue") or {}
-        ids = set()
-        for section in ("queue_running", "queue_pending"):
-            for entry in info.get(section) or []:
-                if isinstance(entry, list) and len(entry) > 1:
-                    ids.add(str(entry[1]))
-        return ids
+        return {
+            str(entry[1])
+            for section in ("queue_running", "queue_pending")
+            for entry in info.get(section) or []
+            if isinstance(entry, list) and len(entry) > 1
+        }
 
     def history(self, prompt_id: str) -> dict | None:
-        entry = (self.get_json("/history/" + urllib.parse.quote(prompt_id, safe="")) or {}).get(
-            prompt_id
-        )
+        answer = self.get_json("/history/" + urllib.parse.quote(prompt_id, safe="")) or {}
+        entry = answer.get(prompt_id) if isinstance(answer, dict) else None
         return entry if isinstance(entry, dict) else None
 
     def submit(self, graph: dict, *, client_id: str, prompt_id: str) -> dict:
@@ -160,54 +195,42 @@ class ComfyClient:
     def upload_image(self, path: Path, name: str) -> str:
         """Upload to the server's input folder (``/upload/image``); returns the name to use."""
         boundary = "----facediffuser" + uuid.uuid4().hex
-        parts = []
-        for key, value in (("overwrite", "true"), ("type", "input")):
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
-                f"{value}\r\n".encode()
-            )
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n".encode()
-            + Path(path).read_bytes()
-            + b"\r\n"
+        fields = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+            for key, value in (("overwrite", "true"), ("type", "input"))
         )
-        parts.append(f"--{boundary}--\r\n".encode())
-        status, raw = self._request(
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        )
+        body = (
+            (fields + head).encode() + Path(path).read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        )
+        status, raw = self.request(
             "POST",
             "/upload/image",
-            data=b"".join(parts),
+            data=body,
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
             timeout=max(self.timeout, 60.0),
         )
-        if status != 200:
+        try:
+            answer = json.loads(raw) if status == 200 else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or "name" not in answer:
             raise ServerUnreachable(self.url, f"POST /upload/image answered HTTP {status}")
-        body = self._json(status, raw, "POST /upload/image") or {}
-        sub = body.get("subfolder") or ""
-        return f"{sub}/{body['name']}" if sub else str(body.get("name", name))
+        sub = answer.get("subfolder") or ""
+        return f"{sub}/{answer['name']}" if sub else str(answer["name"])
 
     def view(self, filename: str, subfolder: str, kind: str) -> bytes:
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
-        status, raw = self._request("GET", "/view?" + query, timeout=max(self.timeout, 60.0))
+        status, raw = self.request("GET", "/view?" + query, timeout=max(self.timeout, 60.0))
         if status != 200:
             raise ServerUnreachable(self.url, f"GET /view of {filename} answered HTTP {status}")
         return raw
 
-    def interrupt(self, prompt_id: str | None = None) -> None:
-        self.post_json("/interrupt", {"prompt_id": prompt_id} if prompt_id else {})
-
-    def delete_queued(self, prompt_ids: Sequence[str]) -> None:
+    def cancel(self, prompt_ids: Sequence[str]) -> None:
+        """Take our prompts out of the server's queue and interrupt them if running."""
         self.post_json("/queue", {"delete": list(prompt_ids)})
-
-
-def fetch_object_info(client: ComfyClient, classes: Sequence[str]) -> dict[str, dict]:
-    """``/object_info`` of just these node classes (missing ones are left out)."""
-    info = {}
-    for kind in sorted(set(classes)):
-        found = client.object_info(kind)
-        if found is not None:
-            info[kind] = found
-    return info
-
-
-# =========================================================================== websocket
+        for prompt_id in prompt_ids:
+            self.post_json("/interrupt", {"prompt_id": prompt_id})

@@ -1,65 +1,23 @@
-"""The numeric ranges a batch row is checked against before anything is queued.
+"""The ranges a batch row is checked against before it is queued.
 
 A server's ``/object_info`` is the truth for that server: the min/max of each input a
 setting writes (:data:`.graph.TARGETS`), so a server running another version of the pack
-is honoured. Where no server gave a setting's range (none answered, or none has the
-node), the pack's own table is used (:mod:`facediffuser_core.ranges`, from which the nodes
-build their widgets). Each range names where it comes from, so a refusal says whom to
-believe.
+is honoured; with several servers a row must fit all of them (it may go to any). Where no
+server gave a setting's range (none answered, or none has the node) the pack's own applies
+(:func:`facediffuser_core.batching.bounds.pack_limits`, from ``ranges.py``), named after the
+pack node input that has it. Each :class:`Limit` names its source, so a refusal says whom
+to believe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from ..batching.bounds import Limit, as_number
+from ..batching.bounds import pack_limits as engine_limits
 from ..node_names import NODE_IDS
-from ..ranges import NUMBERS
-from .errors import QueueError
 from .graph import TARGETS, input_specs, spec_options
-
-_U64 = 0xFFFFFFFFFFFFFFFF
-
-
-@dataclass(frozen=True)
-class Limit:
-    """The range one setting must keep (a missing bound is None), and who says so."""
-
-    setting: str
-    low: float | None
-    high: float | None
-    node_id: str  # the input that has the range: node_id.input
-    input: str
-    server: str | None = None  # None: the pack's own table
-
-    @property
-    def source(self) -> str:
-        where = f"{self.node_id}.{self.input}"
-        if self.server is None:
-            return f"{where} of this Face-diffuser version (no server gave its range)"
-        return f"{where} on server {self.server}"
-
-    def allows(self, value: float) -> bool:
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
-
-    def describe(self) -> str:
-        if self.low is None:
-            return f"at most {_show(self.high)}"
-        if self.high is None:
-            return f"at least {_show(self.low)}"
-        return f"{_show(self.low)} to {_show(self.high)}"
-
-
-def _show(number: Any) -> str:
-    if isinstance(number, int):
-        return "2^64-1" if number == _U64 else str(number)
-    return f"{number:g}" if isinstance(number, float) else str(number)
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if ok else None
 
 
 def server_limits(
@@ -75,48 +33,31 @@ def server_limits(
             if class_type not in present or not info:
                 continue
             options = spec_options(dict(input_specs(info)).get(name) or [])
-            low, high = _number(options.get("min")), _number(options.get("max"))
+            low, high = as_number(options.get("min")), as_number(options.get("max"))
             if low is not None or high is not None:
                 limits.append(Limit(setting, low, high, class_type, name, server))
     return limits
 
 
 def pack_limits() -> list[Limit]:
-    """The pack's own ranges (:data:`facediffuser_core.ranges.NUMBERS`), one per setting
-    that writes a pack node's numeric input: what applies when no server gave one."""
+    """The pack's ranges of the settings that write a pack node's input, each named after
+    the first such input (the KSampler's; the SNF Guider shares its ranges)."""
+    ranges = {limit.setting: limit for limit in engine_limits()}
     limits: dict[str, Limit] = {}
     for setting, pairs in TARGETS.items():
         for class_type, name in pairs:
-            if class_type in NODE_IDS and name in NUMBERS and setting not in limits:
-                spec = NUMBERS[name]
-                limits[setting] = Limit(setting, spec["min"], spec["max"], class_type, name)
+            if class_type in NODE_IDS and setting in ranges and setting not in limits:
+                limits[setting] = Limit(
+                    setting, ranges[setting].low, ranges[setting].high, class_type, name
+                )
     return list(limits.values())
 
 
 def with_pack_limits(found: Iterable[Limit]) -> list[Limit]:
-    """``found`` (the servers' ranges) plus the pack's for the settings they do not cover."""
+    """``found`` (the servers' ranges), then the pack's for the settings they do not cover."""
     found = list(found)
     covered = {limit.setting for limit in found}
-    return found + [limit for limit in pack_limits() if limit.setting not in covered]
-
-
-def out_of_range(
-    settings: Mapping[str, Any], limits: Iterable[Limit]
-) -> tuple[Limit, float] | None:
-    """The first limit a value of ``settings`` breaks, with that value; None if none."""
-    for limit in limits:
-        value = _number(settings.get(limit.setting))
-        if value is not None and not limit.allows(value):
-            return limit, value
-    return None
-
-
-def check_limits(settings: Mapping[str, Any], limits: Iterable[Limit]) -> None:
-    """QueueError naming the setting, its value, the allowed range and its source."""
-    broken = out_of_range(settings, limits)
-    if broken is not None:
-        limit, value = broken
-        raise QueueError(
-            f"{limit.setting} {_show(value)} is out of range: {limit.source} takes "
-            f"{limit.describe()}; give a value in that range"
-        )
+    fallback = pack_limits()
+    covered_by_node = covered | {limit.setting for limit in fallback}
+    rest = [limit for limit in engine_limits() if limit.setting not in covered_by_node]
+    return found + [limit for limit in fallback if limit.setting not in covered] + rest

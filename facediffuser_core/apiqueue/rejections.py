@@ -6,9 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .graph import MODEL_INPUTS, _missing_hint, _title
-
-# ------------------------------------------------------------------ readable server errors
+from .graph import MODEL_INPUTS, missing_hint, title
 
 
 def describe_rejection(body: Mapping[str, Any], graph: Mapping[str, Any]) -> str:
@@ -26,7 +24,7 @@ def describe_rejection(body: Mapping[str, Any], graph: Mapping[str, Any]) -> str
             )
         elif "does not exist" in message:
             found = re.search(r"#(\w+)", details)
-            where = f" (node {found.group(1)} '{_title(graph, found.group(1))}')" if found else ""
+            where = f" (node {found.group(1)} '{title(graph, found.group(1))}')" if found else ""
             lines.append(
                 f"{message}{where}: install the custom node pack that provides it on the server "
                 "and restart ComfyUI"
@@ -36,14 +34,14 @@ def describe_rejection(body: Mapping[str, Any], graph: Mapping[str, Any]) -> str
     elif error:
         lines.append(str(error))
     for node_id, entry in node_errors.items():
-        label = f"node {node_id} '{_title(graph, node_id, entry.get('class_type'))}'"
+        label = f"node {node_id} '{title(graph, node_id, entry.get('class_type'))}'"
         for err in entry.get("errors") or []:
             text = str(err.get("message") or err.get("type") or "error")
             if err.get("details"):
                 text += f": {err['details']}"
             name = (err.get("extra_info") or {}).get("input_name", "")
             if err.get("type") == "value_not_in_list" and name in MODEL_INPUTS:
-                text += f" ({_missing_hint(str(entry.get('class_type', '')), name)})"
+                text += f" ({missing_hint(str(entry.get('class_type', '')), name)})"
             lines.append(f"{label}: {text}")
     return "; ".join(lines) or "ComfyUI rejected the prompt (HTTP 400) without saying why"
 
@@ -57,7 +55,7 @@ def describe_execution_error(entry: Mapping[str, Any], graph: Mapping[str, Any])
             exc_type = str(data.get("exception_type") or "error").rsplit(".", 1)[-1]
             text = str(data.get("exception_message") or "").strip()
             return (
-                f"node {node_id} '{_title(graph, node_id, data.get('node_type'))}' "
+                f"node {node_id} '{title(graph, node_id, data.get('node_type'))}' "
                 f"({data.get('node_type')}) failed: {exc_type}: {text}"
             )
     for kind, data in messages:

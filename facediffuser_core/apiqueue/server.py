@@ -1,359 +1,174 @@
-"""One thread per ComfyUI server: it keeps its jobs, uploads, retries and progress, and
-reports each outcome to the dispatcher (:class:`.dispatch.QueueRunner`).
+"""One ComfyUI server as the queue sees it: its client, whether it is still used (and why
+not), what it cannot run, its uploads, progress from its websocket, and the calls its slots
+make, retried with bounded backoff.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from .batch import regroup
-from .client import ComfyClient, fetch_object_info
-from .errors import PromptRejected, QueueError, ServerUnreachable
-from .graph import is_server_problem, server_problems
-from .manifest import _now, atomic_write
-from .rejections import describe_execution_error
-from .settings import apply_settings, graph_settings
-from .websocket import _Listener
+from .client import ComfyClient, ServerUnreachable
+from .graph import server_problems
+from .plan import Workflow
 
-if TYPE_CHECKING:
-    from .dispatch import QueueRunner
-from .jobs import QUEUE_CHECK_S, Workflow, _Job, upload_name
+T = TypeVar("T")
 
 
-class _Server(threading.Thread):
-    """Everything about one ComfyUI server: its jobs, uploads, retries, progress."""
+class ServerGone(Exception):
+    """The server failed more calls in a row than the retries allow: it is given up."""
 
-    def __init__(self, runner: QueueRunner, url: str, index: int):
-        super().__init__(daemon=True, name=f"fdq-{url}")
-        self.runner = runner
-        self.url = url
-        self.index = index
-        self.client = ComfyClient(url, timeout=runner.options.request_timeout)
-        self.inbox: deque[_Job] = deque()
-        self.inflight: dict[str, _Job] = {}
-        self.current: _Job | None = None  # taken from the inbox, not yet in flight
-        self.wake = threading.Event()
-        self.alive = True
-        self.failures = 0
-        self.reason = ""
-        self.uploaded: dict[str, str] = {}
-        self.cannot_run: dict[str, str] = {}
-        self.checked: set[str] = set()
+
+class Stopped(Exception):
+    """The run is stopping (Ctrl-C, or its stop event)."""
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How failed calls are retried: ``count`` in a row, waits from ``backoff`` doubling to
+    ``backoff_max`` seconds."""
+
+    count: int = 5
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    request_timeout: float = 30.0
+
+
+class Server:
+    """Everything about one ComfyUI server that its slots share."""
+
+    def __init__(
+        self,
+        url: str,
+        index: int,
+        retries: Retries,
+        stop: threading.Event,
+        log: Callable[[str], None],
+    ):
+        self.url, self.index = url, index
+        self.client = ComfyClient(url, timeout=retries.request_timeout)
+        self.retries, self.stop, self.log = retries, stop, log
+        self.lock = threading.Lock()
+        self.alive, self.reason, self.failures = True, "", 0
+        self.cannot_run: dict[str, str] = {}  # workflow name -> why
         self.node_infos: dict[str, dict | None] = {}  # /object_info by class (None: lacks it)
-        self.progress: dict[str, tuple[int, int]] = {}
-        self.listener: _Listener | None = None
+        self.uploaded: dict[str, str] = {}  # photo sha -> name on the server
+        self.progress: dict[str, tuple[int, int]] = {}  # prompt id -> (step, steps)
+        self.wakes: dict[str, threading.Event] = {}  # prompt id -> set when it may be done
+        self.reconnected = 0.0  # time.monotonic() of the websocket's last reconnection
         self.stats = {"done": 0, "failed": 0, "submitted": 0, "execution_s": 0.0}
 
-    # -------------------------------------------------------------- bookkeeping
+    # ------------------------------------------------------------ calls
 
-    @property
-    def ours(self) -> int:
-        return len(self.inbox) + len(self.inflight) + (self.current is not None)
+    def call(self, fn: Callable[..., T], *args: Any, retry: bool = True, **kw: Any) -> T:
+        """``fn(*args, **kw)`` (a client method); a connection failure counts against the
+        server and is retried after a backoff (``retry=False``: re-raised after it).
 
-    def log(self, text: str) -> None:
-        self.runner.log(text)
+        Raises :class:`ServerGone` once the failures in a row exceed the retries, and
+        :class:`Stopped` when the run stops.
+        """
+        while True:
+            if self.stop.is_set():
+                raise Stopped
+            if not self.alive:
+                raise ServerGone(self.reason)
+            try:
+                result = fn(*args, **kw)
+            except ServerUnreachable as exc:
+                self._failed(exc.reason)
+                if not retry:
+                    raise
+                continue
+            self._reached()
+            return result
+
+    def _failed(self, reason: str) -> None:
+        with self.lock:
+            self.failures += 1
+            failures = self.failures
+        if failures > self.retries.count:
+            self.give_up(reason, f"giving up after {self.retries.count} retries ({reason})")
+            raise ServerGone(reason)
+        delay = min(self.retries.backoff_max, self.retries.backoff * 2 ** (failures - 1))
+        self.log(
+            f"server {self.url}: {reason}; retry {failures} of {self.retries.count} in "
+            f"{delay:.1f} s"
+        )
+        if self.stop.wait(delay):
+            raise Stopped
+
+    def _reached(self) -> None:
+        with self.lock:
+            was, self.failures = self.failures, 0
+        if was and self.alive:
+            self.log(f"server {self.url}: reachable again")
+
+    def give_up(self, reason: str, why: str | None = None) -> None:
+        """Stop using this server (its jobs go to the others)."""
+        with self.lock:
+            if not self.alive:
+                return
+            self.alive, self.reason = False, reason
+        self.log(f"server {self.url}: {why or reason}; its items go to the other servers")
+        self.wake_all()
+
+    # ------------------------------------------------------------ what it has
+
+    def node_info(self, classes: Sequence[str]) -> dict[str, dict]:
+        """``/object_info`` of these node classes (those the server has), each fetched once
+        per run: planning (ranges) and the workflow check share it."""
+        with self.lock:
+            new = sorted({c for c in classes if c not in self.node_infos})
+        found = {c: self.client.object_info(c) for c in new}
+        with self.lock:
+            self.node_infos.update(found)
+            return {c: self.node_infos[c] for c in classes if self.node_infos.get(c)}
+
+    def cannot(self, workflow: Workflow) -> str | None:
+        """Why this server cannot run ``workflow`` (node types it lacks), None if it can;
+        checked once per workflow."""
+        if workflow.name not in self.cannot_run:
+            info = self.call(self.node_info, [n["class_type"] for n in workflow.graph.values()])
+            problems = server_problems(workflow.graph, info)
+            if not problems:
+                return None
+            self.cannot_run[workflow.name] = "; ".join(problems)
+        return self.cannot_run[workflow.name]
+
+    def can_run(self, workflow: Workflow) -> bool:
+        return self.alive and workflow.name not in self.cannot_run
+
+    # ------------------------------------------------------------ its websocket
 
     def on_event(self, kind: str, data: dict) -> None:
-        if kind == "reconnected":
-            for job in list(self.inflight.values()):
-                job.state = "unknown" if job.state == "submitted" else job.state
-            self.wake.set()
+        """A ``/ws`` message: step progress, or a prompt that may have finished."""
+        if kind == "reconnected":  # messages may be lost: every slot looks at /queue now
+            self.reconnected = time.monotonic()
+            self.wake_all()
             return
         prompt_id = str(data.get("prompt_id") or "")
-        if prompt_id not in self.inflight:
+        if prompt_id not in self.wakes:
             return
         if kind == "progress":
             try:
                 self.progress[prompt_id] = (int(data["value"]), int(data["max"]))
             except (KeyError, TypeError, ValueError):
                 pass
-        elif kind in ("execution_success", "execution_error", "execution_interrupted"):
-            self.wake.set()
-        elif kind == "executing" and data.get("node") is None:
-            self.wake.set()
-
-    def _failed_contact(self, exc: ServerUnreachable) -> None:
-        self.failures += 1
-        self.reason = exc.reason
-        if self.failures > self.runner.options.retries:
-            self._give_up()
-            return
-        delay = min(
-            self.runner.options.backoff_max,
-            self.runner.options.backoff * 2 ** (self.failures - 1),
-        )
-        self.log(
-            f"server {self.url}: {exc.reason}; retry {self.failures} of "
-            f"{self.runner.options.retries} in {delay:.1f} s"
-        )
-        for job in self.inflight.values():
-            job.state = "unknown" if job.state == "submitted" else job.state
-        self.runner.stopping.wait(delay)
-
-    def _contact_ok(self) -> None:
-        if self.failures:
-            self.log(f"server {self.url}: reachable again")
-        self.failures = 0
-
-    def _give_up(self) -> None:
-        with self.runner.lock:  # the dispatcher adds to inboxes of live servers only
-            self.alive = False
-        self.log(
-            f"server {self.url}: giving up after {self.runner.options.retries} retries "
-            f"({self.reason}); its items go to the other servers"
-        )
-        with self.runner.lock:
-            jobs = list(self.inbox) + list(self.inflight.values())
-            self.inbox.clear()
-            self.inflight.clear()
-        for job in jobs:
-            if job.server_outputs is not None:
-                self.runner.finish_failed(
-                    job,
-                    self,
-                    f"finished on {self.url}, but its images could not be downloaded "
-                    f"({self.reason}): they are in that server's output folder: "
-                    + ", ".join(o.get("filename", "?") for o in job.server_outputs),
-                )
-            else:
-                self.runner.release(job, f"{self.url} unreachable")
-
-    # -------------------------------------------------------------- the loop
-
-    def run(self) -> None:
-        try:
-            self._loop()
-        except Exception as exc:  # a bug must not hang the batch: hand the items on
-            self.reason = f"internal error {type(exc).__name__}: {exc}"
-            self._give_up()
-
-    def _loop(self) -> None:
-        options = self.runner.options
-        while self.alive and not self.runner.stopping.is_set():
-            with self.runner.lock:
-                job = self.current = self.inbox.popleft() if self.inbox else None
-            try:
-                if job is not None:
-                    self._start(job)
-                self.current = None
-                self._poll()
-                self._contact_ok()
-            except ServerUnreachable as exc:
-                self.current = None
-                self._failed_contact(exc)
-            if self.runner.all_finished.is_set():
-                return
-            if not self.inbox:
-                self.wake.wait(options.poll)
-                self.wake.clear()
-
-    def node_info(self, classes: Sequence[str]) -> dict[str, dict]:
-        """``/object_info`` of these node classes (those the server has), each fetched once
-        per run: planning (conversion, ranges) and the workflow check share it."""
-        new = sorted({c for c in classes if c not in self.node_infos})
-        if new:
-            found = fetch_object_info(self.client, new)
-            self.node_infos.update({c: found.get(c) for c in new})
-        return {c: self.node_infos[c] for c in classes if self.node_infos.get(c) is not None}
-
-    def _check_workflow(self, workflow: Workflow) -> None:
-        if workflow.name in self.checked:
-            return
-        info = self.node_info([n["class_type"] for n in workflow.graph.values()])
-        problems = server_problems(workflow.graph, info)
-        if problems:
-            self.cannot_run[workflow.name] = "; ".join(problems)
-            self.log(
-                f"server {self.url} cannot run {workflow.name}: {self.cannot_run[workflow.name]}"
-            )
-        self.checked.add(workflow.name)
-
-    def _start(self, job: _Job) -> None:
-        if job.state == "recover":
-            with self.runner.lock:
-                self.inflight[job.prompt_id] = job
-            return
-        try:
-            self._check_workflow(job.workflow)
-        except ServerUnreachable:
-            with self.runner.lock:
-                self.inbox.appendleft(job)
-            raise
-        if job.workflow.name in self.cannot_run:
-            self.runner.reroute(job, self)
-            return
-        t0 = time.monotonic()
-        names = []
-        try:
-            for ref in job.item.references:
-                sha = self.runner.sha(ref)
-                if sha not in self.uploaded:
-                    self.uploaded[sha] = self.client.upload_image(ref, upload_name(ref, sha))
-                names.append(self.uploaded[sha])
-        except ServerUnreachable:
-            with self.runner.lock:
-                self.inbox.appendleft(job)
-            raise
-        settings = dict(job.item.settings)
-        if names:
-            settings["references"] = regroup(settings["references"], names)
-        try:
-            graph = apply_settings(job.workflow.graph, settings)
-        except QueueError as exc:  # was checked when planning; only a race could get here
-            self.runner.finish_failed(job, self, str(exc))
-            return
-        job.graph = graph
-        job.prompt_id = str(uuid.uuid4())
-        job.attempts += 1
-        job.state = "submitted"
-        job.submitted = time.monotonic()
-        self.runner.manifest.update(
-            job.key,
-            status="submitted",
-            prompt_id=job.prompt_id,
-            server=self.url,
-            attempts=job.attempts,
-            seed=graph_settings(graph).get("seed"),
-            submitted_at=_now(),
-            error=None,
-        )
-        with self.runner.lock:
-            self.inflight[job.prompt_id] = job
-        try:
-            self.client.submit(graph, client_id=self.runner.client_id, prompt_id=job.prompt_id)
-        except PromptRejected as exc:
-            with self.runner.lock:
-                self.inflight.pop(job.prompt_id, None)
-            if is_server_problem(exc.body):
-                self.cannot_run[job.workflow.name] = str(exc)
-                self.log(f"server {self.url} cannot run {job.workflow.name}: {exc}")
-                self.runner.manifest.update(job.key, status="pending", prompt_id=None)
-                job.attempts -= 1
-                self.runner.reroute(job, self)
-            else:
-                self.runner.finish_failed(job, self, f"rejected by ComfyUI: {exc}")
-            return
-        except ServerUnreachable:
-            job.state = "unknown"  # it may have arrived: /queue and /history will tell
-            raise
-        job.submit_s = time.monotonic() - t0
-        self.stats["submitted"] += 1
-
-    def _poll(self) -> None:
-        now = time.monotonic()
-        for prompt_id, job in list(self.inflight.items()):
-            if self.runner.stopping.is_set():
-                return
-            if job.server_outputs is not None:
-                self._download(job)
-                continue
-            entry = self.client.history(prompt_id)
-            stale = now - job.last_queue_check > QUEUE_CHECK_S
-            if entry is None and (job.state != "submitted" or stale):
-                # not finished: still queued, or lost (restart, or a POST that never arrived)?
-                job.last_queue_check = now
-                if prompt_id in self.client.queued_ids():
-                    job.state = "submitted"
-                else:
-                    entry = self.client.history(prompt_id)  # it may have finished meanwhile
-                    if entry is None:
-                        self._lost(job)
-                        continue
-            if entry is None:
-                if now - job.submitted > self.runner.options.timeout and job.state == "submitted":
-                    self._cancel([prompt_id])
-                    with self.runner.lock:
-                        self.inflight.pop(prompt_id, None)
-                    self.runner.finish_failed(
-                        job,
-                        self,
-                        f"no result within {self.runner.options.timeout:.0f} s (--timeout); "
-                        "it was cancelled on the server",
-                    )
-                continue
-            self._finished(job, entry)
-
-    def _cancel(self, prompt_ids: Sequence[str]) -> None:
-        try:
-            self.client.delete_queued(prompt_ids)
-            for prompt_id in prompt_ids:
-                self.client.interrupt(prompt_id)
-        except ServerUnreachable:
-            pass
-
-    def _lost(self, job: _Job) -> None:
-        self.uploaded.clear()  # a restarted (or replaced) server may lack our uploads
-        with self.runner.lock:
-            self.inflight.pop(job.prompt_id, None)
-        if job.attempts >= self.runner.options.max_attempts:
-            self.runner.finish_failed(
-                job,
-                self,
-                f"the server lost the prompt {job.attempts} times (restarts?); giving up on it",
-            )
-        else:
-            self.runner.release(job, f"not queued on {self.url} (server restarted?)")
-
-    def _finished(self, job: _Job, entry: dict) -> None:
-        status = entry.get("status") or {}
-        if status.get("status_str") == "success" or (
-            status.get("completed") and status.get("status_str") is None
+        elif kind in ("execution_success", "execution_error", "execution_interrupted") or (
+            kind == "executing" and data.get("node") is None
         ):
-            files, texts = [], {}
-            for node_id, out in (entry.get("outputs") or {}).items():
-                for kind, values in (out or {}).items():
-                    if not isinstance(values, list):
-                        continue
-                    for value in values:
-                        if isinstance(value, dict) and "filename" in value:
-                            if value.get("type", "output") == "output":
-                                files.append(value)
-                        elif kind == "text":
-                            texts.setdefault(node_id, []).append(value)
-            job.server_outputs = files
-            execution_s = _execution_seconds(status.get("messages") or [])
-            self.runner.manifest.update(
-                job.key,
-                server_status="success",
-                server_outputs=files,
-                texts=texts,
-                execution_s=execution_s,
-            )
-            if execution_s is not None:
-                self.stats["execution_s"] += execution_s
-            self._download(job)
-        else:
-            with self.runner.lock:
-                self.inflight.pop(job.prompt_id, None)
-            self.runner.finish_failed(job, self, describe_execution_error(entry, job.graph or {}))
+            self.wakes[prompt_id].set()
 
-    def _download(self, job: _Job) -> None:
-        t0 = time.monotonic()
-        folder = self.runner.options.out / job.key
-        paths = []
-        for value in job.server_outputs or []:
-            name = Path(str(value["filename"])).name
-            data = self.client.view(value["filename"], value.get("subfolder", ""), "output")
-            atomic_write(folder / name, data)
-            paths.append(f"{job.key}/{name}")
-        with self.runner.lock:
-            self.inflight.pop(job.prompt_id, None)
-        self.runner.finish_done(job, self, paths, time.monotonic() - t0)
+    def watch(self, prompt_id: str) -> threading.Event:
+        return self.wakes.setdefault(prompt_id, threading.Event())
 
+    def unwatch(self, prompt_id: str | None) -> None:
+        self.wakes.pop(prompt_id or "", None)
+        self.progress.pop(prompt_id or "", None)
 
-def _execution_seconds(messages: Sequence[Any]) -> float | None:
-    stamps = {
-        m[0]: m[1].get("timestamp")
-        for m in messages
-        if isinstance(m, list) and len(m) == 2 and isinstance(m[1], dict)
-    }
-    start, end = stamps.get("execution_start"), stamps.get("execution_success")
-    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
-        return round((end - start) / 1000.0, 3)
-    return None
+    def wake_all(self) -> None:
+        for event in list(self.wakes.values()):
+            event.set()

@@ -1,4 +1,4 @@
-"""``facediffuser`` command line: generate, evaluate, convert, tiny, doctor, queue.
+"""``facediffuser`` command line: generate, evaluate, convert, tiny, doctor, queue, batch.
 
 One module per command, named after it, with its ``HELP`` and ``DESCRIPTION``, its options
 (``add_arguments``) and what it runs (``run``).
@@ -17,10 +17,18 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import FaceDiffuserError
-from . import convert, doctor, evaluate, generate, queue, tiny
+from . import batch, convert, doctor, evaluate, generate, queue, tiny
 from .usage import missing_package_message
 
-COMMANDS = (generate, evaluate, convert, tiny, doctor, queue)  # in the order --help lists them
+COMMANDS = (
+    generate,
+    evaluate,
+    convert,
+    tiny,
+    doctor,
+    queue,
+    batch,
+)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FaceDiffuserError as exc:
         if args.debug:
             raise
-        print(f"facediffuser: error: {exc}", file=sys.stderr)
+        # a path or prompt typed in another encoding holds surrogates: shown escaped
+        text = str(exc).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"facediffuser: error: {text}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         message = missing_package_message(exc.name or "")

@@ -80,7 +80,7 @@ def _ui_to_api(server, ui: dict) -> dict:
     try:
         from comfy_cli.workflow_to_api import convert_ui_to_api
     except ImportError:
-        from facediffuser_core.apiqueue import ui_to_api
+        from tests.ui_to_api import ui_to_api
 
         return ui_to_api(ui, info)
     return convert_ui_to_api(ui, info)

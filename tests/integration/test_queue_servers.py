@@ -24,6 +24,7 @@ import pytest
 from _host import AVAILABLE, ROOT, SKIP_REASON, ComfyServer
 
 from facediffuser_core import apiqueue as aq
+from facediffuser_core.batching import Row
 from facediffuser_core.cli import main
 
 SMALL, STEPS = 64, 8
@@ -110,13 +111,25 @@ ROWS = [
 ]
 
 
-def test_ui_workflows_convert_with_a_real_object_info(servers):
+def by_id(manifest: dict) -> dict[str, dict]:
+    """The manifest's entries by row id (one per row here: no row changed)."""
+    entries = list(manifest["entries"].values())
+    assert len({r["id"] for r in entries}) == len(entries)
+    return {r["id"]: r for r in entries}
+
+
+def test_shipped_ui_workflows_are_their_api_twins_on_a_real_object_info(servers):
+    """The queue takes API format; the drag-in UI files must stay the API twins' layouts."""
+    from tests.ui_to_api import ui_to_api
+
     client = aq.ComfyClient(servers[0].url)
     for path in sorted((ROOT / "workflows").glob("*.json")):
         ui = json.loads(path.read_text())
-        info = aq.fetch_object_info(client, [n["type"] for n in ui["nodes"]])
+        info = {t: client.object_info(t) for t in {n["type"] for n in ui["nodes"]}}
         twin = json.loads((ROOT / "workflows" / "api" / path.name).read_text())
-        assert aq.ui_to_api(ui, info) == twin, path.name
+        assert ui_to_api(ui, {k: v for k, v in info.items() if v}) == twin, path.name
+        with pytest.raises(aq.QueueError, match=r"Export \(API\)"):
+            aq.load_workflow(path)
 
 
 def test_batch_over_two_servers_then_resume(servers, photos, tmp_path, capsys):
@@ -145,11 +158,12 @@ def test_batch_over_two_servers_then_resume(servers, photos, tmp_path, capsys):
     print(stdout)
     assert code == 1, stdout  # one execution error, one invalid row
     manifest = json.loads((out / "manifest.json").read_text())
-    items = manifest["items"]
+    items = by_id(manifest)
     done = sorted(k for k, r in items.items() if r["status"] == "done")
     assert done == ["beach", "cafe", "park", "ski"], items
-    assert items["wrong"]["status"] == "invalid"
-    assert "1 <|image|> marker(s) but 2 reference image(s)" in items["wrong"]["error"]
+    assert "wrong" not in items
+    invalid = manifest["runs"][-1]["invalid"]["wrong"]
+    assert "1 <|image|> marker(s) but 2 reference image(s)" in invalid
     assert items["noface"]["status"] == "failed"
     assert "node 6 'Face crop, person 1' (FaceDiffuserFaceCrop) failed" in items["noface"]["error"]
     assert "no face found" in items["noface"]["error"]
@@ -174,6 +188,25 @@ def test_batch_over_two_servers_then_resume(servers, photos, tmp_path, capsys):
     # only 'noface' (failed) was queued again
     assert sum(s.history_count() for s in servers) == sum(before) + 1
 
+    # a changed row runs again into a new entry: the first run's record and image stay
+    changed = [
+        dict(r, prompt="a woman <|image|> on a bench") if r["id"] == "cafe" else r for r in ROWS
+    ]
+    _batch(photos, changed)
+    assert main(args) == 1
+    assert "item cafe: its inputs changed" in capsys.readouterr().err
+    cafes = [
+        r
+        for r in json.loads((out / "manifest.json").read_text())["entries"].values()
+        if r["id"] == "cafe"
+    ]
+    assert len(cafes) == 2 and all(r["status"] == "done" for r in cafes)
+    assert {r["inputs"]["prompt"] for r in cafes} == {
+        ROWS[1]["prompt"],
+        "a woman <|image|> on a bench",
+    }
+    assert all((out / r["outputs"][0]).is_file() for r in cafes)
+
 
 def test_model_on_one_server_only_sends_the_items_there(servers, photos, tmp_path):
     workflow = json.loads((ROOT / "workflows/api/facediffuser_one_person.json").read_text())
@@ -181,7 +214,7 @@ def test_model_on_one_server_only_sends_the_items_there(servers, photos, tmp_pat
     path = tmp_path / "only_b.json"
     path.write_text(json.dumps(workflow))
     items = [
-        aq.BatchItem(
+        Row(
             f"i{i}",
             0,
             {
@@ -201,7 +234,7 @@ def test_model_on_one_server_only_sends_the_items_there(servers, photos, tmp_pat
     result = aq.run_queue(items, options, workflow=path, log=lines.append)
     assert sorted(result.done) == ["i0", "i1"], lines
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert {r["server"] for r in manifest["items"].values()} == {servers[1].url}
+    assert {r["server"] for r in manifest["entries"].values()} == {servers[1].url}
     assert any(
         f"server {servers[0].url} cannot run only_b.json: node 1 'Load Face-diffuser SDM'" in line
         for line in lines
@@ -212,7 +245,7 @@ def test_a_server_dying_mid_batch_leaves_its_items_to_the_other(servers, photos,
     """Runs last: it stops server b (the fixture's teardown copes with that)."""
     a, b = servers
     items = [
-        aq.BatchItem(
+        Row(
             f"d{i}",
             0,
             {
@@ -254,4 +287,4 @@ def test_a_server_dying_mid_batch_leaves_its_items_to_the_other(servers, photos,
     assert any(f"server {b.url}: giving up after 2 retries" in line for line in lines), lines
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["servers"][b.url]["unreachable"]
-    assert all(r["server"] == a.url for r in manifest["items"].values())
+    assert all(r["server"] == a.url for r in manifest["entries"].values())
